@@ -1,0 +1,415 @@
+"""The ``ossl-vault`` command line: thin click commands over :mod:`ossl_vault.vault`.
+
+Only this module prints and exits. Every error is one line
+``ossl-vault: error: ...``, maybe a ``hint: ...`` line, and an exit code from
+:mod:`ossl_vault.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__, keys, sources
+from .errors import EXIT_CODES, USAGE, UsageError, VaultError
+from .vault import Identities, Vault
+
+EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+
+def fail(message: str, hint: str | None, code: int) -> NoReturn:
+    click.echo(f"ossl-vault: error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def note(message: str) -> None:
+    click.echo(f"ossl-vault: {message}", err=True)
+
+
+class Context:
+    """What the group's options chose."""
+
+    def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
+        self.vault_dir = vault
+        self.identity = identity
+        self.lock_timeout = lock_timeout
+
+    def vault(self) -> Vault:
+        return Vault(self.vault_dir, self.lock_timeout)
+
+    def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
+        return sources.identities(self.identity, passphrase_file, ask)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of commands that decrypt: passphrase and per-secret password."""
+    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+    f = click.option(
+        "--passphrase",
+        "ask_passphrase",
+        is_flag=True,
+        help="Prompt for a passphrase recipient's passphrase.",
+    )(f)
+    f = click.option(
+        "--passphrase-file",
+        metavar="FILE",
+        help="Passphrase of a passphrase recipient (first line).",
+    )(f)
+    return f
+
+
+def password_source(path: str | None) -> Callable[[str], bytes | None]:
+    def ask(name: str) -> bytes | None:
+        if path is None and not sources.has_tty():
+            return None
+        return sources.secret_source(path, path is None, f"password of {name!r}")
+
+    return ask
+
+
+def split_names(values: tuple[str, ...]) -> list[str] | None:
+    names = [n for v in values for n in v.split(",") if n]
+    return names or None
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--vault",
+    envvar="OSSL_VAULT_DIR",
+    default=sources.default_vault,
+    show_default="$OSSL_VAULT_DIR or ~/.local/share/ossl-vault",
+    metavar="DIR",
+    help="The vault directory.",
+)
+@click.option(
+    "--identity",
+    "-i",
+    multiple=True,
+    metavar="FILE",
+    help="Private key to read with (repeatable). Default: $OSSL_VAULT_IDENTITY "
+    "(colon-separated), then ~/.config/ossl-vault/identity.pem and " + sources.SNAKEOIL_KEY + ".",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    envvar="OSSL_VAULT_LOCK_TIMEOUT",
+    metavar="SECONDS",
+    help="How long a writer waits for the vault lock (default 60).",
+)
+@click.version_option(__version__, prog_name="ossl-vault")
+@click.pass_context
+def main_group(
+    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+) -> None:
+    """Keep small secrets encrypted on disk with the openssl command line.
+
+    Values are encrypted with `openssl enc` and each secret's key is wrapped
+    for every recipient with `openssl pkeyutl`; docs/format.md tells how to
+    recover any secret with openssl alone.
+    """
+    os.umask(0o077)
+    ctx.obj = Context(vault, identity, lock_timeout)
+
+
+@main_group.command(epilog=EPILOG)
+@click.option(
+    "--recipient",
+    "-r",
+    "recipients",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="A certificate or public key to encrypt to (repeatable); NAME defaults "
+    "to the file name without extension.",
+)
+@pass_ctx
+def init(obj: Context, recipients: tuple[str, ...]) -> None:
+    """Create a vault directory (0700) with its first recipients."""
+    pairs = []
+    for spec in recipients:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            name = os.path.basename(spec).split(".")[0]
+        pairs.append((name, keys.from_file(path)))
+    obj.vault().init(pairs)
+    note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
+
+
+@main_group.group()
+def recipient() -> None:
+    """Manage who can read the vault's secrets."""
+
+
+@recipient.command("add", epilog=EPILOG)
+@click.argument("name")
+@click.argument("source", required=False)
+@click.option(
+    "--passphrase", "ask_passphrase", is_flag=True, help="Add a passphrase recipient (prompt)."
+)
+@click.option("--passphrase-file", metavar="FILE", help="Add a passphrase recipient from a file.")
+@click.option(
+    "--default/--no-default",
+    default=True,
+    show_default=True,
+    help="Whether new secrets are shared with it.",
+)
+@pass_ctx
+def recipient_add(
+    obj: Context,
+    name: str,
+    source: str | None,
+    ask_passphrase: bool,
+    passphrase_file: str | None,
+    default: bool,
+) -> None:
+    """Add recipient NAME from SOURCE, a certificate or public key file
+    (RSA, EC P-256/P-384, X25519), or from a passphrase."""
+    wants_passphrase = ask_passphrase or passphrase_file is not None
+    if wants_passphrase == (source is not None):
+        raise UsageError("give either SOURCE or --passphrase/--passphrase-file")
+    vault = obj.vault()
+    if source is not None:
+        r = vault.add_recipient(name, keys.from_file(source), default)
+    else:
+        secret = sources.secret_source(passphrase_file, True, "passphrase", confirm=True)
+        assert secret is not None
+        r = vault.add_passphrase(name, secret, default)
+    note(f"added recipient {r.name!r} ({r.kind}, SHA256:{r.fingerprint[:16]})")
+
+
+@recipient.command("list", epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@pass_ctx
+def recipient_list(obj: Context, as_json: bool) -> None:
+    """List the recipients."""
+    rows = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "fingerprint": r.fingerprint,
+            "added": r.added,
+            "default": r.default,
+            "cert": r.cert is not None,
+        }
+        for r in obj.vault().recipients()
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    from tabulate import tabulate
+
+    table = [
+        [
+            r["name"],
+            r["kind"],
+            "SHA256:" + str(r["fingerprint"])[:16],
+            r["added"],
+            "yes" if r["default"] else "no",
+        ]
+        for r in rows
+    ]
+    click.echo(tabulate(table, ["NAME", "KIND", "FINGERPRINT", "ADDED", "DEFAULT"]))
+
+
+@recipient.command("rm", epilog=EPILOG)
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Delete secrets that would have no reader left.")
+@reader_options
+@pass_ctx
+def recipient_rm(
+    obj: Context,
+    name: str,
+    force: bool,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Remove a recipient; re-encrypt the secrets it could read under fresh keys."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    changed = obj.vault().remove_recipient(name, ids, force)
+    note(f"removed recipient {name!r}; re-encrypted {len(changed)} secret(s)")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option(
+    "--from-file", metavar="FILE", help="Read the value from FILE (else stdin or a prompt)."
+)
+@click.option("--to", multiple=True, metavar="R[,R...]", help="Only these recipients (repeatable).")
+@click.option(
+    "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
+)
+@click.option("--password-file", metavar="FILE", help="Add a per-secret password from FILE.")
+@pass_ctx
+def put(
+    obj: Context,
+    name: str,
+    from_file: str | None,
+    to: tuple[str, ...],
+    ask_password: bool,
+    password_file: str | None,
+) -> None:
+    """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
+    value = sources.read_value(from_file, name)
+    password = sources.secret_source(password_file, ask_password, "password", confirm=True)
+    number = obj.vault().put(name, value, split_names(to), password)
+    note(f"stored {name!r} version {number}")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option("--version", "number", type=click.IntRange(min=1), help="An older version.")
+@reader_options
+@pass_ctx
+def get(
+    obj: Context,
+    name: str,
+    out: str | None,
+    number: int | None,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Print the value of NAME, exactly the stored bytes, after checking its integrity."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    value = obj.vault().get(name, ids, number, password_source(password_file))
+    if out is not None:
+        sources.write_out(out, value)
+    else:
+        sys.stdout.buffer.write(value)
+        sys.stdout.flush()
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["base64", "hex", "password", "raw"]),
+    default="base64",
+    show_default=True,
+    help="How the random bytes are spelled.",
+)
+@click.option("--bytes", "nbytes", type=int, help="Random bytes (default 32: 256 bits).")
+@click.option("--length", type=int, help="Characters for --format password (default: 256 bits).")
+@click.option("--symbols", is_flag=True, help="Passwords also use punctuation.")
+@click.option("--to", multiple=True, metavar="R[,R...]", help="Only these recipients.")
+@click.option("--print", "show", is_flag=True, help="Also print the new value.")
+@pass_ctx
+def generate(
+    obj: Context,
+    name: str,
+    fmt: str,
+    nbytes: int | None,
+    length: int | None,
+    symbols: bool,
+    to: tuple[str, ...],
+    show: bool,
+) -> None:
+    """Store a new uniformly random value (256 bits unless told otherwise)."""
+    from .generate import generate as make
+
+    value = make(fmt, nbytes, length, "symbols" if symbols else "alnum")
+    number = obj.vault().put(name, value, split_names(to))
+    note(f"stored {name!r} version {number} (generated)")
+    if show:
+        sys.stdout.buffer.write(value + (b"\n" if fmt != "raw" else b""))
+
+
+@main_group.command("list", epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def list_(obj: Context, as_json: bool) -> None:
+    """List secrets: names, versions, recipients, dates (nothing is decrypted)."""
+    rows = obj.vault().list()
+    if as_json:
+        click.echo("".join(json.dumps(row) + "\n" for row in rows), nl=False)
+        return
+    from tabulate import tabulate
+
+    table = [
+        [
+            r["name"],
+            r["version"],
+            ",".join(r["recipients"]),  # type: ignore[arg-type]
+            "yes" if r["password"] else "",
+            r["updated"],
+        ]
+        for r in rows
+    ]
+    click.echo(tabulate(table, ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "UPDATED"]))
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@pass_ctx
+def rm(obj: Context, name: str) -> None:
+    """Delete a secret and all its versions."""
+    count = obj.vault().remove(name)
+    note(f"removed {name!r} ({count} version(s))")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("names", nargs=-1)
+@reader_options
+@pass_ctx
+def rotate(
+    obj: Context,
+    names: tuple[str, ...],
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Re-encrypt secrets (all by default) under fresh data keys, as new versions."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    done = obj.vault().rotate(list(names), ids, password_source(password_file))
+    for name, number in done:
+        note(f"rotated {name!r} to version {number}")
+
+
+@main_group.command(epilog=EPILOG)
+@reader_options
+@pass_ctx
+def fsck(
+    obj: Context, passphrase_file: str | None, ask_passphrase: bool, password_file: str | None
+) -> None:
+    """Check every record's integrity without printing any value."""
+    problems = obj.vault().fsck(obj.identities(passphrase_file, ask_passphrase))
+    for level, message in problems:
+        click.echo(f"{level}: {message}", err=True)
+    errors = sum(1 for level, _ in problems if level == "error")
+    if errors:
+        fail(f"{errors} record(s) failed the check", None, 5)
+    note("vault is consistent")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    try:
+        main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
+    except VaultError as e:
+        fail(e.message, e.hint, e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else "", err=True)
+        sys.exit(USAGE)
+    except click.UsageError as e:
+        message = e.format_message().rstrip(".")
+        hint = f"run '{e.ctx.command_path} --help'" if e.ctx else None
+        fail(message[:1].lower() + message[1:], hint, USAGE)
+    except click.exceptions.Abort:
+        fail("interrupted", None, 1)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,337 @@
+"""vault.tsv: the records of docs/format.md section 2, parsed strictly.
+
+One canonical encoding: a reader refuses unsorted or duplicate lines, wrong
+field counts, non-canonical base64, and unknown parameters; serialising what
+was parsed gives back the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+
+from .crypto import CIPHER, DIGEST, IV_LEN, KDF, KEY_LEN, PASSWORD_ITER, SALT_LEN
+from .errors import FormatError, UsageError
+
+MAGIC = "ossl-vault"
+FORMAT_VERSION = "1"
+HEADER = f"{MAGIC}\t{FORMAT_VERSION}\n"
+MAX_INDEX = 256 * 1024 * 1024
+MAX_NAME = 128
+MAX_RECIPIENT = 64
+KINDS = ("rsa", "p256", "p384", "x25519", "passphrase")
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
+_RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+_NUMBER = re.compile(r"[1-9][0-9]{0,9}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def check_name(name: str) -> str:
+    """Validate a secret name (format.md section 2); raise UsageError if bad."""
+    if not name:
+        raise UsageError("secret name is empty")
+    if len(name.encode()) > MAX_NAME:
+        raise UsageError(f"secret name {name!r} is longer than {MAX_NAME} bytes")
+    for part in name.split("/"):
+        if part in ("", ".", "..") or not _COMPONENT.match(part):
+            raise UsageError(
+                f"invalid secret name {name!r}",
+                hint="use letters, digits and ._@+=:,- in components separated by single '/'",
+            )
+    return name
+
+
+def check_recipient_name(name: str) -> str:
+    """Validate a recipient name; raise UsageError if bad."""
+    if not name or len(name) > MAX_RECIPIENT or not _RECIPIENT.match(name):
+        raise UsageError(
+            f"invalid recipient name {name!r}",
+            hint="use 1 to 64 letters, digits and ._@+- (an email address fits)",
+        )
+    return name
+
+
+def b64(data: bytes) -> str:
+    """Canonical base64 (RFC 4648, padded, one line)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, what: str, length: int | None = None) -> bytes:
+    """Strict base64: refuse anything but the one canonical spelling."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise FormatError(f"broken base64 in {what}") from None
+    if b64(data) != text:
+        raise FormatError(f"non-canonical base64 in {what}")
+    if length is not None and len(data) != length:
+        raise FormatError(f"{what} is {len(data)} bytes, not {length}")
+    return data
+
+
+def _number(text: str, what: str) -> int:
+    if not _NUMBER.match(text):
+        raise FormatError(f"bad {what} {text!r}")
+    return int(text)
+
+
+def _fixed(text: str, want: str, what: str) -> None:
+    if text != want:
+        raise FormatError(f"unsupported {what} {text!r}")
+
+
+def _name(text: str, what: str) -> str:
+    try:
+        return check_recipient_name(text) if what == "recipient" else check_name(text)
+    except UsageError:
+        raise FormatError(f"bad {what} name {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A ``recipient`` line."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    added: str
+    default: bool
+    spki: bytes
+    cert: bytes | None = None
+    private: bytes | None = None
+
+    def fields(self) -> list[str]:
+        return [
+            "recipient", self.name, self.kind, self.fingerprint, self.added,
+            "default" if self.default else "-", b64(self.spki),
+            b64(self.cert) if self.cert else "-", b64(self.private) if self.private else "-",
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Wrap:
+    """A ``wrap`` line: the data key of one version for one recipient."""
+
+    name: str
+    version: int
+    recipient: str
+    scheme: str  # "rsa-oaep" or "ecdh"
+    ct: bytes
+    eph: bytes = b""
+    iterations: int = 0
+    salt: bytes = b""
+    iv: bytes = b""
+    tag: bytes = b""
+
+    def ecdh_fields(self) -> list[str]:
+        """Fields 5 to 13 of an ecdh wrap: the text its MAC covers."""
+        return [
+            "ecdh", b64(self.eph), CIPHER, KDF, DIGEST, str(self.iterations),
+            b64(self.salt), b64(self.iv), b64(self.ct),
+        ]  # fmt: skip
+
+    def fields(self) -> list[str]:
+        head = ["wrap", self.name, str(self.version), self.recipient]
+        if self.scheme == "rsa-oaep":
+            return [*head, "rsa-oaep", b64(self.ct)]
+        return [*head, *self.ecdh_fields(), b64(self.tag)]
+
+
+@dataclass(frozen=True)
+class Password:
+    """The per-secret password parameters of a version."""
+
+    iterations: int
+    salt: bytes
+    check: bytes
+
+
+@dataclass(frozen=True)
+class Version:
+    """A ``secret`` line: one stored version of a secret."""
+
+    name: str
+    version: int
+    created: str
+    iterations: int
+    salt: bytes
+    iv: bytes
+    password: Password | None
+    blob: str
+    recipients: tuple[str, ...]
+    tag: bytes = b""
+
+    def signed_fields(self) -> list[str]:
+        """Fields 1 to 15: everything the record MAC covers before the wraps."""
+        pw = self.password
+        return [
+            "secret", self.name, str(self.version), self.created, CIPHER, KDF, DIGEST,
+            str(self.iterations), b64(self.salt), b64(self.iv),
+            str(pw.iterations) if pw else "-", b64(pw.salt) if pw else "-",
+            b64(pw.check) if pw else "-", self.blob, ",".join(self.recipients),
+        ]  # fmt: skip
+
+    def fields(self) -> list[str]:
+        return [*self.signed_fields(), b64(self.tag)]
+
+
+@dataclass
+class Index:
+    """The whole of vault.tsv."""
+
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+    versions: dict[str, list[Version]] = field(default_factory=dict)  # oldest first
+    wraps: dict[tuple[str, int], list[Wrap]] = field(default_factory=dict)
+
+    def serialize(self) -> bytes:
+        lines = [r.fields() for r in self.recipients.values()]
+        for versions in self.versions.values():
+            for v in versions:
+                lines.append(v.fields())
+                lines.extend(w.fields() for w in self.wraps.get((v.name, v.version), []))
+        return (HEADER + "".join(sorted("\t".join(f) + "\n" for f in lines))).encode("ascii")
+
+
+def line_of(fields: list[str]) -> str:
+    """A record as it stands in the file, with its newline."""
+    return "\t".join(fields) + "\n"
+
+
+def _parse_recipient(f: list[str]) -> Recipient:
+    if len(f) != 9:
+        raise FormatError(f"recipient line has {len(f)} fields, not 9")
+    name = _name(f[1], "recipient")
+    if f[2] not in KINDS:
+        raise FormatError(f"unsupported recipient kind {f[2]!r}")
+    if not _HEX64.match(f[3]) or not _TIME.match(f[4]) or f[5] not in ("default", "-"):
+        raise FormatError(f"bad fields in recipient {name!r}")
+    private = None if f[8] == "-" else unb64(f[8], "recipient key")
+    if (f[2] == "passphrase") != (private is not None):
+        raise FormatError(f"recipient {name!r}: private key field does not fit its kind")
+    return Recipient(
+        name=name, kind=f[2], fingerprint=f[3], added=f[4], default=f[5] == "default",
+        spki=unb64(f[6], "recipient key"), cert=None if f[7] == "-" else unb64(f[7], "cert"),
+        private=private,
+    )  # fmt: skip
+
+
+def _parse_secret(f: list[str]) -> Version:
+    if len(f) != 16:
+        raise FormatError(f"secret line has {len(f)} fields, not 16")
+    name = _name(f[1], "secret")
+    _fixed(f[4], CIPHER, "cipher")
+    _fixed(f[5], KDF, "kdf")
+    _fixed(f[6], DIGEST, "digest")
+    pw = None
+    if f[10:13] != ["-", "-", "-"]:
+        pw = Password(
+            _number(f[10], "password iterations"),
+            unb64(f[11], "password salt", SALT_LEN),
+            unb64(f[12], "password check", 16),
+        )
+        if pw.iterations < PASSWORD_ITER:
+            raise FormatError(f"password iterations {pw.iterations} below {PASSWORD_ITER}")
+    if not _TIME.match(f[3]) or not _HEX64.match(f[13]):
+        raise FormatError(f"bad fields in secret {name!r}")
+    recipients = tuple(f[14].split(","))
+    if list(recipients) != sorted(set(recipients)):
+        raise FormatError(f"recipients of {name!r} are not sorted and unique")
+    for r in recipients:
+        _name(r, "recipient")
+    return Version(
+        name=name, version=_number(f[2], "version"), created=f[3],
+        iterations=_number(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
+        iv=unb64(f[9], "iv", IV_LEN), password=pw, blob=f[13], recipients=recipients,
+        tag=unb64(f[15], "mac", KEY_LEN),
+    )  # fmt: skip
+
+
+def _parse_wrap(f: list[str]) -> Wrap:
+    if len(f) < 5 or f[4] not in ("rsa-oaep", "ecdh"):
+        raise FormatError(f"unsupported wrap scheme {f[4] if len(f) > 4 else ''!r}")
+    want = 6 if f[4] == "rsa-oaep" else 14
+    if len(f) != want:
+        raise FormatError(f"{f[4]} wrap line has {len(f)} fields, not {want}")
+    head = dict(name=_name(f[1], "secret"), version=_number(f[2], "version"))
+    recipient = _name(f[3], "recipient")
+    if f[4] == "rsa-oaep":
+        return Wrap(**head, recipient=recipient, scheme="rsa-oaep", ct=unb64(f[5], "wrap"))
+    _fixed(f[6], CIPHER, "cipher")
+    _fixed(f[7], KDF, "kdf")
+    _fixed(f[8], DIGEST, "digest")
+    return Wrap(
+        **head, recipient=recipient, scheme="ecdh", eph=unb64(f[5], "ephemeral key"),
+        iterations=_number(f[9], "iterations"), salt=unb64(f[10], "salt", SALT_LEN),
+        iv=unb64(f[11], "iv", IV_LEN), ct=unb64(f[12], "wrap", 48),
+        tag=unb64(f[13], "wrap mac", KEY_LEN),
+    )  # fmt: skip
+
+
+def parse(data: bytes) -> Index:
+    """Parse vault.tsv strictly; raise FormatError on anything off."""
+    if len(data) > MAX_INDEX:
+        raise FormatError("vault.tsv is larger than 256 MiB")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("vault.tsv is not ASCII") from None
+    first, _, rest = text.partition("\n")
+    head = first.split("\t")
+    if len(head) != 2 or head[0] != MAGIC:
+        raise FormatError("not an ossl-vault index (bad header)")
+    if head[1] != FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported vault format version {head[1]!r}",
+            hint="it was written by another version of ossl-vault",
+        )
+    if not text.endswith("\n"):
+        raise FormatError("vault.tsv does not end with a newline")
+    lines = rest.split("\n")[:-1] if rest else []
+    index = Index()
+    previous = ""
+    for number, line in enumerate(lines, start=2):
+        if line <= previous:
+            raise FormatError(f"vault.tsv line {number} is out of order or repeated")
+        previous = line
+        if "\r" in line or " " in line:
+            raise FormatError(f"vault.tsv line {number} has a stray space or CR")
+        _add(index, line.split("\t"), number)
+    _check_wraps(index)
+    return index
+
+
+def _add(index: Index, f: list[str], number: int) -> None:
+    try:
+        if f[0] == "recipient":
+            r = _parse_recipient(f)
+            index.recipients[r.name] = r
+        elif f[0] == "secret":
+            v = _parse_secret(f)
+            index.versions.setdefault(v.name, []).append(v)
+        elif f[0] == "wrap":
+            w = _parse_wrap(f)
+            index.wraps.setdefault((w.name, w.version), []).append(w)
+        else:
+            raise FormatError(f"unknown record type {f[0]!r}")
+    except FormatError as e:
+        raise FormatError(f"vault.tsv line {number}: {e.message}", e.hint) from None
+
+
+def _check_wraps(index: Index) -> None:
+    """Sort versions numerically and check each has exactly its wraps."""
+    keys = set()
+    for name, versions in index.versions.items():
+        versions.sort(key=lambda v: v.version)
+        for v in versions:
+            keys.add((name, v.version))
+            wrapped = tuple(w.recipient for w in index.wraps.get((name, v.version), []))
+            if wrapped != v.recipients:
+                raise FormatError(f"wraps of {name!r} version {v.version} do not match its record")
+        if len({v.version for v in versions}) != len(versions):
+            raise FormatError(f"secret {name!r} has a repeated version")
+    for key in index.wraps:
+        if key not in keys:
+            raise FormatError(f"wrap for {key[0]!r} version {key[1]} has no secret line")

@@ -1,0 +1,157 @@
+"""The vault directory on disk: lock, atomic writes, blobs (format.md section 1).
+
+Every write: take the lock, write new blobs, then vault.tsv, each through a
+temporary file in the same directory, fsync, rename, fsync of the directory.
+A kill at any instant leaves the old index or the new one, and every blob the
+index names.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .crypto import sha256_hex
+from .errors import BusyError, IntegrityError, NotFoundError, OperationError, UsageError
+from .records import Index, parse
+
+INDEX = "vault.tsv"
+BLOBS = "blobs"
+LOCK = ".lock"
+TMP_PREFIX = ".tmp."
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new."""
+    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)  # whatever the umask
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class Store:
+    """A vault directory: reads its index and blobs, writes them under the lock."""
+
+    def __init__(self, root: str | os.PathLike[str], lock_timeout: float | None = None) -> None:
+        self.root = Path(root)
+        self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX
+
+    def exists(self) -> bool:
+        return self.index_path.is_file()
+
+    def create(self) -> None:
+        """Make the directory (0700), blobs/ and an empty index; refuse an existing vault."""
+        if self.exists():
+            raise UsageError(f"a vault already exists at '{self.root}'")
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
+            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.root / BLOBS, 0o700)
+        except OSError as e:
+            raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
+
+    def read_index(self) -> Index:
+        """Parse vault.tsv; NotFoundError when there is no vault."""
+        try:
+            data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no vault at '{self.root}'",
+                hint="create one with 'ossl-vault init' or pass --vault DIR",
+            ) from None
+        except OSError as e:
+            raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
+        return parse(data)
+
+    def read_blob(self, digest: str) -> bytes:
+        """A blob's bytes, checked against its SHA-256 name."""
+        try:
+            data = (self.root / BLOBS / digest).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing") from None
+        except OSError as e:
+            raise OperationError(f"cannot read blob {digest[:16]}...: {e.strerror}") from e
+        if sha256_hex(data) != digest:
+            raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
+        return data
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the vault's write lock (flock on .lock); BusyError on timeout."""
+        import filelock  # off the read path: only writers pay for it
+
+        lock = filelock.FileLock(str(self.root / LOCK), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BusyError(
+                f"vault '{self.root}' is busy (lock not free after {self.lock_timeout:g} s)",
+                hint="another ossl-vault is writing; retry, or raise --lock-timeout",
+            ) from None
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise NotFoundError(f"no vault at '{self.root}'") from None
+            raise OperationError(f"cannot lock vault '{self.root}': {e.strerror}") from e
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def commit(self, index: Index, blobs: dict[str, bytes]) -> None:
+        """Under the lock: write new blobs, then the index, then drop garbage."""
+        try:
+            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
+            for digest, data in blobs.items():
+                atomic_write(self.root / BLOBS / digest, data)
+            atomic_write(self.index_path, index.serialize())
+        except OSError as e:
+            raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
+        self.collect_garbage(index)
+
+    def garbage(self, index: Index) -> list[Path]:
+        """Blobs no record names, and temporary files of dead writers."""
+        wanted = {v.blob for versions in index.versions.values() for v in versions}
+        found = []
+        for directory in (self.root, self.root / BLOBS):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                stray = entry.name.startswith(TMP_PREFIX)
+                orphan = directory != self.root and entry.name not in wanted
+                if stray or orphan:
+                    found.append(Path(entry.path))
+        return found
+
+    def collect_garbage(self, index: Index) -> None:
+        """Remove what :meth:`garbage` lists; only a lock holder may call it."""
+        for path in self.garbage(index):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,420 @@
+"""Vault operations: the library API the CLI and tests call.
+
+Nothing here prints or exits; every failure is a typed ``VaultError``.
+Crypto that spawns openssl runs before the lock is taken; under the lock the
+index is re-read, the version number fixed, the MAC computed and the result
+committed, so concurrent writers serialize without losing updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from . import crypto, keys
+from .errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
+from .proc import OpensslFailed
+from .records import (
+    Index,
+    Password,
+    Recipient,
+    Version,
+    Wrap,
+    check_name,
+    check_recipient_name,
+    line_of,
+)
+from .store import Store
+from .wrapping import Identity, unlock_passphrase, unwrap, wrap
+
+MAX_VALUE = 1024 * 1024
+KEEP_VERSIONS = 10
+VALUE_ENC = "ossl-vault/v1/value-enc"
+VALUE_MAC = "ossl-vault/v1/value-mac"
+
+PasswordSource = Callable[[str], bytes]  # asked with the secret's name
+
+
+def now() -> str:
+    """UTC time as format.md writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def check_password(password: bytes, what: str = "password") -> bytes:
+    """A password or passphrase must fit on one line of an openssl -pass fd."""
+    if not password:
+        raise UsageError(f"{what} is empty")
+    if b"\n" in password or b"\r" in password or b"\0" in password:
+        raise UsageError(f"{what} must not contain a newline or NUL byte")
+    if len(password) > crypto.MAX_PASSWORD:
+        raise UsageError(f"{what} is longer than {crypto.MAX_PASSWORD} bytes")
+    return password
+
+
+@dataclass
+class Identities:
+    """Where a reader's keys come from: key files, and a passphrase asked on demand."""
+
+    files: list[Identity]
+    passphrase: Callable[[], bytes | None] | None = None
+    searched: str = ""  # for hints: which paths were looked at
+
+
+@dataclass
+class Sealed:
+    """A value encrypted for some recipients, before its version number is known."""
+
+    version: Version
+    wraps: list[Wrap]
+    ct: bytes
+    mac_key: bytes
+
+
+def record_mac(mac_key: bytes, v: Version, wraps: Iterable[Wrap], ct: bytes) -> bytes:
+    """The record MAC of format.md section 5."""
+    lines = sorted(line_of(w.fields()) for w in wraps)
+    message = (line_of(v.signed_fields()) + "".join(lines)).encode("ascii") + ct
+    return crypto.mac(mac_key, message)
+
+
+def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> Sealed:
+    """Encrypt ``value`` under a fresh data key and wrap that key for each recipient."""
+    extra = crypto.SALT_LEN if password is not None else 0
+    r = crypto.rand(crypto.KEY_LEN + crypto.SALT_LEN + crypto.IV_LEN + extra)
+    dk, salt, iv, pw_salt = r[:32], r[32:40], r[40:56], r[56:]
+    ikm, pw = dk, None
+    if password is not None:
+        pk, check = crypto.pbkdf2(password, pw_salt, crypto.PASSWORD_ITER)
+        ikm, pw = dk + pk, Password(crypto.PASSWORD_ITER, pw_salt, check)
+    ct = crypto.enc(value, crypto.hkdf(ikm, VALUE_ENC).hex(), salt, iv)
+    names = tuple(sorted(r.name for r in recipients))
+    version = Version("-", 0, now(), crypto.ENC_ITER, salt, iv, pw, crypto.sha256_hex(ct), names)
+    wraps = [wrap(r, dk) for r in sorted(recipients, key=lambda r: r.name)]
+    return Sealed(version, wraps, ct, crypto.hkdf(dk, VALUE_MAC))
+
+
+class Vault:
+    """One vault directory."""
+
+    def __init__(self, path: str, lock_timeout: float | None = None) -> None:
+        self.store = Store(path, lock_timeout)
+
+    # -- set-up and recipients -------------------------------------------------
+
+    def init(self, recipients: list[tuple[str, keys.PublicKey]]) -> None:
+        """Create the vault with its first (default) recipients."""
+        index = Index()
+        for name, key in recipients:
+            self._add_key(index, name, key, default=True)
+        self.store.create()
+        with self.store.locked():
+            if self.store.exists():
+                raise UsageError(f"a vault already exists at '{self.store.root}'")
+            self.store.commit(index, {})
+
+    def _add_key(
+        self,
+        index: Index,
+        name: str,
+        key: keys.PublicKey,
+        default: bool,
+        private: bytes | None = None,
+    ) -> Recipient:
+        check_recipient_name(name)
+        if name in index.recipients:
+            raise UsageError(f"recipient {name!r} already exists")
+        for other in index.recipients.values():
+            if other.fingerprint == key.fingerprint:
+                raise UsageError(f"that key is already recipient {other.name!r}")
+        kind = "passphrase" if private is not None else key.kind
+        r = Recipient(name, kind, key.fingerprint, now(), default, key.spki, key.cert, private)
+        index.recipients[name] = r
+        return r
+
+    def add_recipient(self, name: str, key: keys.PublicKey, default: bool = True) -> Recipient:
+        """Add a key recipient; it is wrapped into secrets written from now on."""
+        with self.store.locked():
+            index = self.store.read_index()
+            r = self._add_key(index, name, key, default)
+            self.store.commit(index, {})
+        return r
+
+    def add_passphrase(self, name: str, passphrase: bytes, default: bool = True) -> Recipient:
+        """Add a passphrase recipient: an X25519 key kept encrypted by the passphrase."""
+        check_recipient_name(name)
+        check_password(passphrase, "passphrase")
+        pem = crypto.genpkey("X25519")
+        private = crypto.pkcs8_encrypt(pem, passphrase)
+        spki = crypto.public_der(pem)
+        key = keys.PublicKey("x25519", spki)
+        with self.store.locked():
+            index = self.store.read_index()
+            r = self._add_key(index, name, key, default, private)
+            self.store.commit(index, {})
+        return r
+
+    def recipients(self) -> list[Recipient]:
+        """Every recipient, sorted by name."""
+        return sorted(self.store.read_index().recipients.values(), key=lambda r: r.name)
+
+    def remove_recipient(self, name: str, ids: Identities, force: bool = False) -> list[str]:
+        """Drop a recipient; secrets it could read are re-encrypted for the others.
+
+        Returns the re-encrypted secret names. Refuses to leave a secret with
+        no reader unless ``force`` (such secrets are then deleted).
+        """
+        index = self.store.read_index()
+        if name not in index.recipients:
+            raise NotFoundError(f"no recipient {name!r}")
+        affected = [vs[-1] for vs in index.versions.values() if name in vs[-1].recipients]
+        orphans = [v.name for v in affected if v.recipients == (name,)]
+        if orphans and not force:
+            raise UsageError(
+                f"removing {name!r} would leave {len(orphans)} secret(s) with no reader: "
+                + ", ".join(repr(o) for o in orphans),
+                hint="add another recipient first, or use --force to delete those secrets",
+            )
+        for v in affected:
+            if v.name not in orphans:
+                rest = [r for r in v.recipients if r != name]
+                self._reencrypt(v.name, ids, rest)
+        with self.store.locked():
+            index = self.store.read_index()
+            index.recipients.pop(name, None)
+            for orphan in orphans:
+                self._drop(index, orphan)
+            self.store.commit(index, {})
+        return [v.name for v in affected if v.name not in orphans]
+
+    # -- secrets -------------------------------------------------------------------
+
+    def put(
+        self,
+        name: str,
+        value: bytes,
+        to: list[str] | None = None,
+        password: bytes | None = None,
+    ) -> int:
+        """Store ``value`` as a new version of ``name``; returns the version number."""
+        check_name(name)
+        if len(value) > MAX_VALUE:
+            raise UsageError(f"value of {len(value)} bytes is larger than 1 MiB")
+        if password is not None:
+            check_password(password)
+        index = self.store.read_index()
+        wanted = self._resolve(index, to)
+        sealed = seal(value, wanted, password)
+        with self.store.locked():
+            index = self.store.read_index()
+            current = self._resolve(index, to)
+            if current != wanted:  # recipients changed while we encrypted
+                sealed = seal(value, current, password)
+            return self._commit_version(index, name, sealed)
+
+    def _resolve(self, index: Index, to: list[str] | None) -> list[Recipient]:
+        if to:
+            missing = [n for n in to if n not in index.recipients]
+            if missing:
+                raise NotFoundError(f"no recipient {missing[0]!r}")
+            return sorted({index.recipients[n] for n in to}, key=lambda r: r.name)
+        chosen = sorted((r for r in index.recipients.values() if r.default), key=lambda r: r.name)
+        if not chosen:
+            raise UsageError(
+                "the vault has no default recipients",
+                hint="add one with 'ossl-vault recipient add NAME CERT', or use --to",
+            )
+        return chosen
+
+    def _commit_version(self, index: Index, name: str, sealed: Sealed) -> int:
+        versions = index.versions.setdefault(name, [])
+        number = versions[-1].version + 1 if versions else 1
+        v = replace(sealed.version, name=name, version=number)
+        wraps = [replace(w, name=name, version=number) for w in sealed.wraps]
+        v = replace(v, tag=record_mac(sealed.mac_key, v, wraps, sealed.ct))
+        versions.append(v)
+        index.wraps[(name, number)] = wraps
+        for old in versions[:-KEEP_VERSIONS]:
+            index.wraps.pop((name, old.version), None)
+        del versions[:-KEEP_VERSIONS]
+        self.store.commit(index, {v.blob: sealed.ct})
+        return number
+
+    def version(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
+        """The record of a secret version (the newest by default)."""
+        check_name(name)
+        index = index or self.store.read_index()
+        versions = index.versions.get(name)
+        if not versions:
+            raise NotFoundError(f"no secret {name!r}", hint="'ossl-vault list' shows the names")
+        if number is None:
+            return versions[-1]
+        for v in versions:
+            if v.version == number:
+                return v
+        kept = ", ".join(str(v.version) for v in versions)
+        raise NotFoundError(f"secret {name!r} has no version {number}", hint=f"kept: {kept}")
+
+    def get(
+        self,
+        name: str,
+        ids: Identities,
+        number: int | None = None,
+        password: PasswordSource | None = None,
+    ) -> bytes:
+        """Decrypt a version after checking its integrity; the exact stored bytes."""
+        index = self.store.read_index()
+        v = self.version(name, number, index)
+        dk, ct = self._open(index, v, ids)
+        return self._decrypt(v, dk, ct, password)
+
+    def _open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
+        """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""
+        wraps = index.wraps[(v.name, v.version)]
+        identity, w = self._match(index, v, wraps, ids)
+        dk = unwrap(identity, w)
+        try:
+            ct = self.store.read_blob(v.blob)
+        except IntegrityError:
+            if self._gone(v):  # a writer removed this version while we read
+                raise NotFoundError(
+                    f"secret {v.name!r} version {v.version} was just removed"
+                ) from None
+            raise
+        tag = record_mac(crypto.hkdf(dk, VALUE_MAC), v, wraps, ct)
+        if not crypto.mac_equal(tag, v.tag):
+            raise IntegrityError(
+                f"secret {v.name!r} version {v.version} failed its integrity check"
+            )
+        return dk, ct
+
+    def _gone(self, v: Version) -> bool:
+        versions = self.store.read_index().versions.get(v.name, [])
+        return all(other.blob != v.blob for other in versions)
+
+    def _match(
+        self, index: Index, v: Version, wraps: list[Wrap], ids: Identities
+    ) -> tuple[Identity, Wrap]:
+        by_name = {w.recipient: w for w in wraps}
+        by_fpr = {index.recipients[n].fingerprint: n for n in v.recipients if n in index.recipients}
+        for identity in ids.files:
+            found = by_fpr.get(identity.fingerprint)
+            if found:
+                return identity, by_name[found]
+        lockable = [index.recipients[n] for n in v.recipients if n in index.recipients]
+        lockable = [r for r in lockable if r.kind == "passphrase"]
+        if lockable and ids.passphrase is not None:
+            passphrase = ids.passphrase()
+            if passphrase is not None:
+                for r in lockable:
+                    identity = unlock_passphrase(r, passphrase)
+                    if identity:
+                        return identity, by_name[r.name]
+                raise AccessDenied(f"wrong passphrase for {v.name!r}")
+        hint = "readable by: " + ", ".join(v.recipients)
+        if lockable:
+            hint += " (give --passphrase-file FILE for a passphrase recipient)"
+        raise AccessDenied(f"no usable identity for {v.name!r}", hint=hint)
+
+    def _decrypt(self, v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
+        ikm = dk
+        if v.password is not None:
+            given = password(v.name) if password else None
+            if given is None:
+                raise AccessDenied(
+                    f"secret {v.name!r} needs its password", hint="give --password-file FILE"
+                )
+            pk, check = crypto.pbkdf2(given, v.password.salt, v.password.iterations)
+            if not crypto.mac_equal(check, v.password.check):
+                raise AccessDenied(f"wrong password for {v.name!r}")
+            ikm = dk + pk
+        try:
+            return crypto.dec(ct, crypto.hkdf(ikm, VALUE_ENC).hex(), v.salt, v.iv, v.iterations)
+        except OpensslFailed:
+            raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None
+
+    def list(self) -> list[dict[str, object]]:
+        """Every secret: name, newest version, kept versions, recipients, dates (no decryption)."""
+        index = self.store.read_index()
+        return [
+            {
+                "name": name,
+                "version": vs[-1].version,
+                "versions": [v.version for v in vs],
+                "recipients": list(vs[-1].recipients),
+                "password": vs[-1].password is not None,
+                "created": vs[0].created,
+                "updated": vs[-1].created,
+            }
+            for name, vs in sorted(index.versions.items())
+        ]
+
+    def remove(self, name: str) -> int:
+        """Delete a secret and all its versions; returns how many versions went."""
+        check_name(name)
+        with self.store.locked():
+            index = self.store.read_index()
+            if name not in index.versions:
+                raise NotFoundError(f"no secret {name!r}")
+            count = self._drop(index, name)
+            self.store.commit(index, {})
+        return count
+
+    @staticmethod
+    def _drop(index: Index, name: str) -> int:
+        versions = index.versions.pop(name, [])
+        for v in versions:
+            index.wraps.pop((name, v.version), None)
+        return len(versions)
+
+    def rotate(
+        self, names: list[str] | None, ids: Identities, password: PasswordSource | None = None
+    ) -> list[tuple[str, int]]:
+        """Re-encrypt the current value of each secret under a fresh data key."""
+        targets = names or sorted(self.store.read_index().versions)
+        return [(n, self._reencrypt(n, ids, None, password)) for n in targets]
+
+    def _reencrypt(
+        self,
+        name: str,
+        ids: Identities,
+        recipients: list[str] | None,
+        password: PasswordSource | None = None,
+    ) -> int:
+        index = self.store.read_index()
+        v = self.version(name, None, index)
+        given = None
+        if v.password is not None:
+            given = password(name) if password else None
+        value = self._decrypt(v, *self._open(index, v, ids), lambda _n: given)
+        to = recipients if recipients is not None else list(v.recipients)
+        to = [n for n in to if n in index.recipients]
+        if not to:
+            raise UsageError(f"secret {name!r} would have no reader left")
+        sealed = seal(value, [index.recipients[n] for n in to], given)
+        with self.store.locked():
+            index = self.store.read_index()
+            if self.version(name, None, index).version != v.version:
+                raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
+            return self._commit_version(index, name, sealed)
+
+    def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
+        """Check every version without decrypting: [(level, message)], level error|note."""
+        index = self.store.read_index()
+        problems: list[tuple[str, str]] = []
+        for name, versions in sorted(index.versions.items()):
+            for v in versions:
+                label = f"{name!r} version {v.version}"
+                try:
+                    self.store.read_blob(v.blob)
+                    if ids and ids.files:
+                        self._open(index, v, Identities(ids.files))
+                except AccessDenied:
+                    problems.append(("note", f"{label}: MAC not checked (no usable identity)"))
+                except IntegrityError as e:
+                    problems.append(("error", f"{label}: {e.message}"))
+        for path in self.store.garbage(index):
+            problems.append(
+                ("note", f"unreferenced file '{path.name}' (removed by the next write)")
+            )
+        return problems

@@ -1,0 +1,139 @@
+"""Shared fixtures: real keys made at test time, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "ossl_vault"]
+KINDS = ("rsa", "p256", "p384", "x25519")
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_keys(d: Path) -> None:
+    """One key (and cert where the type can sign) per recipient kind."""
+    d.mkdir(parents=True, exist_ok=True)
+    subj = "/CN=ossl-vault-test"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "rsa.key"),
+             "-out", str(d / "rsa.pem"), "-subj", subj, "-days", "30")  # fmt: skip
+    for kind, curve in (("p256", "P-256"), ("p384", "P-384")):
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{curve}",
+                 "-nodes", "-keyout", str(d / f"{kind}.key"), "-out", str(d / f"{kind}.pem"),
+                 "-subj", subj, "-days", "30")  # fmt: skip
+    _openssl("genpkey", "-algorithm", "X25519", "-out", str(d / "x25519.key"))
+    _openssl("pkey", "-in", str(d / "x25519.key"), "-pubout", "-out", str(d / "x25519.pem"))
+
+
+@pytest.fixture(scope="session")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rsa/p256/p384 .key + .pem (cert), x25519.key + x25519.pem (public key)."""
+    d = tmp_path_factory.mktemp("keys")
+    make_keys(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def otherkeys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, unrelated set of keys (a stranger's)."""
+    d = tmp_path_factory.mktemp("otherkeys")
+    make_keys(d)
+    return d
+
+
+@dataclass
+class Result:
+    rc: int
+    out: bytes
+    err: str
+
+
+@dataclass
+class VaultDir:
+    """A vault directory and a way to run the real CLI against it."""
+
+    path: Path
+    keydir: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, input: bytes = b"", env: dict[str, str] | None = None,
+            identity: str | None = "rsa") -> Result:  # fmt: skip
+        """``ossl-vault --vault PATH [-i KEY] ARGS``; stdin is ``input`` (never a tty)."""
+        full = [*CLI, "--vault", str(self.path)]
+        if identity:
+            full += ["--identity", str(self.keydir / f"{identity}.key")]
+        p = subprocess.run(
+            [*full, *args], input=input, capture_output=True, env={**self.env, **(env or {})},
+            timeout=300,
+        )  # fmt: skip
+        return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+    def ok(self, *args: str, **kw: object) -> Result:
+        r = self.run(*args, **kw)  # type: ignore[arg-type]
+        assert r.rc == 0, f"{args}: rc={r.rc} {r.err}"
+        return r
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file of the vault (lock file aside): to prove nothing changed."""
+        return {
+            str(p.relative_to(self.path)): p.read_bytes()
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file() and p.name != ".lock"
+        }
+
+
+def clean_env(tmp: Path) -> dict[str, str]:
+    """An environment with no stray identity, vault or home of the developer's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSSL_VAULT_")}
+    env["HOME"] = str(tmp / "home")
+    env["XDG_CONFIG_HOME"] = str(tmp / "home" / ".config")
+    env["XDG_DATA_HOME"] = str(tmp / "home" / ".local" / "share")
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path)
+
+
+@pytest.fixture
+def vault(tmp_path: Path, keydir: Path, env: dict[str, str]) -> VaultDir:
+    """A fresh vault with the RSA cert as its one recipient, named 'host'."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    return v
+
+
+@pytest.fixture
+def all_kinds_vault(tmp_path: Path, keydir: Path, env: dict[str, str]) -> VaultDir:
+    """A vault with one recipient of every key kind, named after the kind."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    args = [a for k in KINDS for a in ("--recipient", f"{k}={keydir / (k + '.pem')}")]
+    v.ok("init", *args, identity=None)
+    return v
+
+
+@pytest.fixture
+def no_python_path(tmp_path: Path) -> Iterator[str]:
+    """A PATH holding bash, openssl and coreutils only: no python, awk or xxd."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    tools = ("bash openssl base64 basenc cat chmod cut cp date dd env head ls mkdir mktemp mv "
+             "od printf rm sha256sum sort tail tee tr wc stat test true false "
+             "dirname basename readlink").split()  # fmt: skip
+    for tool in tools:
+        found = shutil.which(tool)
+        if found:
+            (d / tool).symlink_to(found)
+    yield str(d)
