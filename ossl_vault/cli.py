@@ -349,7 +349,11 @@ def list_(obj: Context, as_json: bool) -> None:
         ]
         for r in rows
     ]
-    click.echo(tabulate(table, ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "UPDATED"]))
+    click.echo(
+        tabulate(
+            table, ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "UPDATED"], disable_numparse=True
+        )
+    )
 
 
 @main_group.command(epilog=EPILOG)

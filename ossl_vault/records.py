@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -62,10 +63,10 @@ def b64(data: bytes) -> str:
 def unb64(text: str, what: str, length: int | None = None) -> bytes:
     """Strict base64: refuse anything but the one canonical spelling."""
     try:
-        data = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
         raise FormatError(f"broken base64 in {what}") from None
-    if b64(data) != text:
+    if binascii.b2a_base64(data, newline=False) != text.encode():
         raise FormatError(f"non-canonical base64 in {what}")
     if length is not None and len(data) != length:
         raise FormatError(f"{what} is {len(data)} bytes, not {length}")
@@ -83,7 +84,9 @@ def _fixed(text: str, want: str, what: str) -> None:
         raise FormatError(f"unsupported {what} {text!r}")
 
 
+@functools.lru_cache(maxsize=65536)
 def _name(text: str, what: str) -> str:
+    """A name read from the file (cached: each name recurs on many lines)."""
     try:
         return check_recipient_name(text) if what == "recipient" else check_name(text)
     except UsageError:

@@ -8,6 +8,7 @@ committed, so concurrent writers serialize without losing updates.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -226,7 +227,34 @@ class Vault:
             )
         return chosen
 
+    def put_many(self, values: dict[str, bytes], to: list[str] | None = None) -> dict[str, int]:
+        """Store many values in one atomic commit; openssl runs on parallel threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        for name, value in values.items():
+            check_name(name)
+            if len(value) > MAX_VALUE:
+                raise UsageError(f"value of {name!r} is larger than 1 MiB")
+        wanted = self._resolve(self.store.read_index(), to)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            sealed = dict(
+                zip(values, pool.map(lambda v: seal(v, wanted, None), values.values()), strict=True)
+            )
+        with self.store.locked():
+            index = self.store.read_index()
+            if self._resolve(index, to) != wanted:
+                raise VaultError("recipients changed during the import", hint="run it again")
+            numbers = {name: self._add_version(index, name, s) for name, s in sealed.items()}
+            self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
+        return numbers
+
     def _commit_version(self, index: Index, name: str, sealed: Sealed) -> int:
+        number = self._add_version(index, name, sealed)
+        self.store.commit(index, {sealed.version.blob: sealed.ct})
+        return number
+
+    def _add_version(self, index: Index, name: str, sealed: Sealed) -> int:
+        """Append a sealed value as the next version of ``name``; keep the last ten."""
         versions = index.versions.setdefault(name, [])
         number = versions[-1].version + 1 if versions else 1
         v = replace(sealed.version, name=name, version=number)
@@ -237,7 +265,6 @@ class Vault:
         for old in versions[:-KEEP_VERSIONS]:
             index.wraps.pop((name, old.version), None)
         del versions[:-KEEP_VERSIONS]
-        self.store.commit(index, {v.blob: sealed.ct})
         return number
 
     def version(self, name: str, number: int | None = None, index: Index | None = None) -> Version:

@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmarks: timing runs side by side, and test keys."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None, stdin: bytes = b"") -> float:
+    """Wall time of one run; the run must succeed."""
+    start = time.perf_counter()
+    subprocess.run(argv, input=stdin, check=True, capture_output=True, env=env)
+    return time.perf_counter() - start
+
+
+def interleaved(runs: dict[str, Sequence[str]], n: int, env: dict[str, str]) -> dict[str, float]:
+    """Median wall time of each command, run alternately so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(n):
+        for name, argv in runs.items():
+            times[name].append(timed(argv, env))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def make_host_key(d: Path) -> tuple[Path, Path]:
+    """A snakeoil-style RSA 2048 self-signed cert and key, like Debian's."""
+    key, cert = d / "host.key", d / "host.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=bench-host", "-days", "30"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+def bench_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSSL_VAULT_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
