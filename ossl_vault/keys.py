@@ -22,6 +22,8 @@ _OID_RSA = bytes.fromhex("2a864886f70d010101")
 _OID_EC = bytes.fromhex("2a8648ce3d0201")
 _CURVES = {bytes.fromhex("2a8648ce3d030107"): "p256", bytes.fromhex("2b81040022"): "p384"}
 _OID_X25519 = bytes.fromhex("2b656e")
+_OID_PBES2 = bytes.fromhex("2a864886f70d01050d")
+_OID_PBKDF2 = bytes.fromhex("2a864886f70d01050c")
 _REFUSED = {
     bytes.fromhex("2b6570"): "Ed25519",
     bytes.fromhex("2b6571"): "Ed448",
@@ -60,6 +62,42 @@ def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
     return tag, pos, pos + length
 
 
+def cert_spki(cert: bytes) -> bytes:
+    """The SubjectPublicKeyInfo inside a DER certificate (RFC 5280 section 4.1)."""
+    try:
+        _, body, _ = _tlv(cert, 0)
+        _, pos, end = _tlv(cert, body)  # tbsCertificate
+        if cert[pos] == 0xA0:  # [0] version
+            pos = _tlv(cert, pos)[2]
+        for _ in range(5):  # serial, signature, issuer, validity, subject
+            pos = _tlv(cert, pos)[2]
+        _, _, stop = _tlv(cert, pos)
+    except (IndexError, ValueError) as e:
+        raise ValueError("not a DER certificate") from e
+    if stop > end:
+        raise ValueError("not a DER certificate")
+    return cert[pos:stop]
+
+
+def pkcs8_iterations(der: bytes) -> int:
+    """The PBKDF2 iteration count of an encrypted PKCS#8 (PBES2) private key."""
+    try:
+        _, body, _ = _tlv(der, 0)
+        _, alg, _ = _tlv(der, body)  # EncryptionAlgorithmIdentifier
+        _, oid, oid_end = _tlv(der, alg)  # PBES2
+        _, params, _ = _tlv(der, oid_end)
+        _, kdf, _ = _tlv(der, params)  # keyDerivationFunc
+        _, kdf_oid, kdf_oid_end = _tlv(der, kdf)
+        _, kparams, _ = _tlv(der, kdf_oid_end)
+        _, _, salt_end = _tlv(der, kparams)
+        tag, count, count_end = _tlv(der, salt_end)
+    except (IndexError, ValueError) as e:
+        raise ValueError("not an encrypted PKCS#8 key") from e
+    if der[oid:oid_end] != _OID_PBES2 or der[kdf_oid:kdf_oid_end] != _OID_PBKDF2 or tag != 2:
+        raise ValueError("not a PBES2/PBKDF2 PKCS#8 key")
+    return int.from_bytes(der[count:count_end], "big")
+
+
 def key_kind(spki: bytes) -> str:
     """``rsa``, ``p256``, ``p384`` or ``x25519``; refuses other key types."""
     try:
@@ -96,11 +134,19 @@ def _reencode_spki(der: bytes) -> bytes:
         return openssl(args, pass_fds=[fd], what="openssl pkey -pubin")
 
 
-def _cert_spki(cert_der: bytes) -> bytes:
-    with SecretFds(cert_der) as (fd,):
+def _from_cert(cert: bytes) -> PublicKey:
+    """The key of a DER certificate; openssl must agree on its SPKI bytes."""
+    with SecretFds(cert) as (fd,):
         args = ["x509", "-inform", "DER", "-in", f"/dev/fd/{fd}", "-pubkey", "-noout"]
         pem = openssl(args, pass_fds=[fd], what="openssl x509")
-    return pem_blocks(pem)[0][1]
+    spki = _reencode_spki(pem_blocks(pem)[0][1])
+    try:
+        inner = cert_spki(cert)
+    except ValueError:
+        inner = b""
+    if inner != spki:
+        raise UsageError("the certificate's key is not in canonical DER")
+    return PublicKey(key_kind(spki), spki, cert)
 
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
@@ -118,9 +164,7 @@ def from_bytes(data: bytes, source: str) -> PublicKey:
     labels = {label for label, _ in blocks}
     try:
         if "CERTIFICATE" in labels:
-            cert = next(der for label, der in blocks if label == "CERTIFICATE")
-            spki = _reencode_spki(_cert_spki(cert))
-            return PublicKey(key_kind(spki), spki, cert)
+            return _from_cert(next(der for label, der in blocks if label == "CERTIFICATE"))
         if "PUBLIC KEY" in labels:
             spki = _reencode_spki(next(der for label, der in blocks if label == "PUBLIC KEY"))
             return PublicKey(key_kind(spki), spki)
@@ -131,12 +175,10 @@ def from_bytes(data: bytes, source: str) -> PublicKey:
             )
         if not blocks and data[:1] == b"\x30":
             try:
-                spki = _cert_spki(data)
-                cert: bytes | None = data
+                return _from_cert(data)
             except OpensslFailed:
-                spki, cert = data, None
-            spki = _reencode_spki(spki)
-            return PublicKey(key_kind(spki), spki, cert)
+                spki = _reencode_spki(data)
+                return PublicKey(key_kind(spki), spki)
     except OpensslFailed as e:
         raise UsageError(f"cannot read a key from {source!r}: {e.message}") from e
     raise UsageError(

@@ -121,6 +121,24 @@ def openssl(
     return _run([path, *args], stdin, pass_fds, what or f"openssl {args[0]}")
 
 
+def run_tool(
+    argv: Sequence[str],
+    *,
+    stdin: bytes = b"",
+    pass_fds: Sequence[int] = (),
+    what: str | None = None,
+) -> bytes:
+    """Run another program on PATH (``ssh-keygen``) with the same rules as :func:`openssl`.
+
+    Returns its stdout; raises :class:`OpensslFailed` (an ``OperationError``) when it
+    exits non-zero, and ``OperationError`` when it is not installed.
+    """
+    path = shutil.which(argv[0])
+    if not path:
+        raise OperationError(f"{argv[0]!r} not found on PATH")
+    return _run([path, *argv[1:]], stdin, pass_fds, what or argv[0])
+
+
 def _run(argv: list[str], stdin: bytes, pass_fds: Sequence[int], what: str) -> bytes:
     try:
         child = subprocess.Popen(

@@ -13,8 +13,9 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-from .crypto import CIPHER, DIGEST, IV_LEN, KDF, KEY_LEN, PASSWORD_ITER, SALT_LEN
-from .errors import FormatError, UsageError
+from . import keys
+from .crypto import CIPHER, DIGEST, IV_LEN, KDF, KEY_LEN, PASSWORD_ITER, SALT_LEN, sha256_hex
+from .errors import FormatError, IntegrityError, UsageError
 
 MAGIC = "ossl-vault"
 FORMAT_VERSION = "1"
@@ -22,6 +23,7 @@ HEADER = f"{MAGIC}\t{FORMAT_VERSION}\n"
 MAX_INDEX = 256 * 1024 * 1024
 MAX_NAME = 128
 MAX_RECIPIENT = 64
+MAX_ITER = 10_000_000
 KINDS = ("rsa", "p256", "p384", "x25519", "passphrase")
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
 _RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
@@ -77,6 +79,13 @@ def _number(text: str, what: str) -> int:
     if not _NUMBER.match(text):
         raise FormatError(f"bad {what} {text!r}")
     return int(text)
+
+
+def _iterations(text: str, what: str, low: int = 1) -> int:
+    n = _number(text, what)
+    if not low <= n <= MAX_ITER:
+        raise FormatError(f"{what} {n} out of range ({low} to {MAX_ITER})")
+    return n
 
 
 def _fixed(text: str, want: str, what: str) -> None:
@@ -214,11 +223,37 @@ def _parse_recipient(f: list[str]) -> Recipient:
     private = None if f[8] == "-" else unb64(f[8], "recipient key")
     if (f[2] == "passphrase") != (private is not None):
         raise FormatError(f"recipient {name!r}: private key field does not fit its kind")
-    return Recipient(
+    r = Recipient(
         name=name, kind=f[2], fingerprint=f[3], added=f[4], default=f[5] == "default",
         spki=unb64(f[6], "recipient key"), cert=None if f[7] == "-" else unb64(f[7], "cert"),
         private=private,
     )  # fmt: skip
+    _check_recipient(r)
+    return r
+
+
+def fingerprint(spki: bytes, private: bytes | None = None) -> str:
+    """FPR of format.md 2.1: over the SPKI, and the encrypted key of a passphrase recipient."""
+    return sha256_hex(spki + (private or b""))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_recipient(r: Recipient) -> None:
+    """Self-consistency of a recipient line (it has no MAC): format.md 2.1."""
+    if fingerprint(r.spki, r.private) != r.fingerprint:
+        raise IntegrityError(f"recipient {r.name!r}: fingerprint does not match its key")
+    try:
+        kind = keys.key_kind(r.spki)
+        if r.cert is not None and keys.cert_spki(r.cert) != r.spki:
+            raise IntegrityError(f"recipient {r.name!r}: certificate does not hold its key")
+        if r.private is not None:
+            count = keys.pkcs8_iterations(r.private)
+            if not PASSWORD_ITER <= count <= MAX_ITER:
+                raise FormatError(f"recipient {r.name!r}: key iterations {count} out of range")
+    except (UsageError, ValueError) as e:
+        raise IntegrityError(f"recipient {r.name!r}: {e}") from None
+    if kind != ("x25519" if r.kind == "passphrase" else r.kind):
+        raise IntegrityError(f"recipient {r.name!r} is {r.kind!r} but holds a {kind} key")
 
 
 def _parse_secret(f: list[str]) -> Version:
@@ -231,12 +266,10 @@ def _parse_secret(f: list[str]) -> Version:
     pw = None
     if f[10:13] != ["-", "-", "-"]:
         pw = Password(
-            _number(f[10], "password iterations"),
+            _iterations(f[10], "password iterations", PASSWORD_ITER),
             unb64(f[11], "password salt", SALT_LEN),
             unb64(f[12], "password check", 16),
         )
-        if pw.iterations < PASSWORD_ITER:
-            raise FormatError(f"password iterations {pw.iterations} below {PASSWORD_ITER}")
     if not _TIME.match(f[3]) or not _HEX64.match(f[13]):
         raise FormatError(f"bad fields in secret {name!r}")
     recipients = tuple(f[14].split(","))
@@ -246,7 +279,7 @@ def _parse_secret(f: list[str]) -> Version:
         _name(r, "recipient")
     return Version(
         name=name, version=_number(f[2], "version"), created=f[3],
-        iterations=_number(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
+        iterations=_iterations(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
         iv=unb64(f[9], "iv", IV_LEN), password=pw, blob=f[13], recipients=recipients,
         tag=unb64(f[15], "mac", KEY_LEN),
     )  # fmt: skip
@@ -267,7 +300,7 @@ def _parse_wrap(f: list[str]) -> Wrap:
     _fixed(f[8], DIGEST, "digest")
     return Wrap(
         **head, recipient=recipient, scheme="ecdh", eph=unb64(f[5], "ephemeral key"),
-        iterations=_number(f[9], "iterations"), salt=unb64(f[10], "salt", SALT_LEN),
+        iterations=_iterations(f[9], "iterations"), salt=unb64(f[10], "salt", SALT_LEN),
         iv=unb64(f[11], "iv", IV_LEN), ct=unb64(f[12], "wrap", 48),
         tag=unb64(f[13], "wrap mac", KEY_LEN),
     )  # fmt: skip
@@ -310,6 +343,10 @@ def _add(index: Index, f: list[str], number: int) -> None:
     try:
         if f[0] == "recipient":
             r = _parse_recipient(f)
+            if r.name in index.recipients:
+                raise FormatError(f"recipient {r.name!r} appears twice")
+            if any(o.fingerprint == r.fingerprint for o in index.recipients.values()):
+                raise FormatError(f"recipient {r.name!r} repeats another's key")
             index.recipients[r.name] = r
         elif f[0] == "secret":
             v = _parse_secret(f)
@@ -319,8 +356,8 @@ def _add(index: Index, f: list[str], number: int) -> None:
             index.wraps.setdefault((w.name, w.version), []).append(w)
         else:
             raise FormatError(f"unknown record type {f[0]!r}")
-    except FormatError as e:
-        raise FormatError(f"vault.tsv line {number}: {e.message}", e.hint) from None
+    except IntegrityError as e:
+        raise type(e)(f"vault.tsv line {number}: {e.message}", e.hint) from None
 
 
 def _check_wraps(index: Index) -> None:
@@ -335,6 +372,9 @@ def _check_wraps(index: Index) -> None:
                 raise FormatError(f"wraps of {name!r} version {v.version} do not match its record")
         if len({v.version for v in versions}) != len(versions):
             raise FormatError(f"secret {name!r} has a repeated version")
+        missing = [r for r in versions[-1].recipients if r not in index.recipients]
+        if missing:
+            raise IntegrityError(f"secret {name!r} is wrapped for unknown recipient {missing[0]!r}")
     for key in index.wraps:
         if key not in keys:
             raise FormatError(f"wrap for {key[0]!r} version {key[1]} has no secret line")

@@ -24,6 +24,7 @@ from .records import (
     Wrap,
     check_name,
     check_recipient_name,
+    fingerprint,
     line_of,
 )
 from .store import Store
@@ -129,7 +130,8 @@ class Vault:
             if other.fingerprint == key.fingerprint:
                 raise UsageError(f"that key is already recipient {other.name!r}")
         kind = "passphrase" if private is not None else key.kind
-        r = Recipient(name, kind, key.fingerprint, now(), default, key.spki, key.cert, private)
+        fpr = fingerprint(key.spki, private)
+        r = Recipient(name, kind, fpr, now(), default, key.spki, key.cert, private)
         index.recipients[name] = r
         return r
 

@@ -85,7 +85,7 @@ def unlock_passphrase(recipient: Recipient, passphrase: bytes) -> Identity | Non
         return None
     identity = Identity(f"passphrase for {recipient.name}", pem)
     try:
-        if identity.fingerprint != recipient.fingerprint:
+        if identity.spki != recipient.spki:
             return None  # a 1-in-256 false pass of the CBC padding check
     except AccessDenied:
         return None

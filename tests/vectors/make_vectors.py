@@ -77,6 +77,16 @@ def flip_field(root: Path, kind: str, field: int) -> None:
     path.write_text("\n".join(lines))
 
 
+def flip_fpr(root: Path) -> None:
+    """Change one hex digit of the first recipient's fingerprint."""
+    path = root / "vault.tsv"
+    lines = path.read_text().split("\n")
+    f = lines[1].split("\t")
+    f[3] = ("1" if f[3][0] == "0" else "0") + f[3][1:]
+    lines[1] = "\t".join(f)
+    path.write_text("\n".join(lines))
+
+
 def flip_blob(root: Path) -> None:
     blob = next((root / "blobs").iterdir())
     data = bytearray(blob.read_bytes())
@@ -128,6 +138,12 @@ def main() -> None:
          {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "wrap", 12)),
         ("iv-flipped", ["rsa"], False, False, "integrity failure",
          {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "secret", 9)),
+        ("passphrase-key-flipped", ["rsa"], True, False, "integrity failure",
+         {"passphrase": PASSPHRASE}, lambda r: flip_field(r, "recipient", 8)),
+        ("recipient-fpr-flipped", ["rsa"], False, False, "integrity failure",
+         {"identity": "TEST-ONLY-rsa.key"}, flip_fpr),
+        ("iterations-out-of-range", ["rsa"], False, False, "format error",
+         {"identity": "TEST-ONLY-rsa.key"}, edit_text("\t10000\t", "\t10000001\t")),
         ("version-2-header", ["rsa"], False, False, "format error",
          {"identity": "TEST-ONLY-rsa.key"}, edit_text("ossl-vault\t1\n", "ossl-vault\t2\n")),
         ("broken-base64", ["rsa"], False, False, "format error",
