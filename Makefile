@@ -29,6 +29,7 @@ test: deps $(STAMP) lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -n 2 -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_get.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_list.py
 

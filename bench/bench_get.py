@@ -26,14 +26,16 @@ def import_times(env: dict[str, str]) -> list[tuple[str, float]]:
                        capture_output=True, text=True, env=env, check=True)  # fmt: skip
     out = []
     for line in p.stderr.splitlines():
-        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", line)
-        if m and m.group(2) in ("click", "filelock", "tabulate", "sh", "ossl_vault.cli"):
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s+(\S+)$", line)
+        if m and m.group(2) in ("click", "filelock", "tabulate", "json", "ossl_vault.cli"):
             out.append((m.group(2), int(m.group(1)) / 1000))
     sh = subprocess.run([sys.executable, "-X", "importtime", "-c", "import sh"],
                         capture_output=True, text=True, env=env)  # fmt: skip
     m = re.search(r"import time:\s+\d+ \|\s+(\d+) \| sh$", sh.stderr, re.M)
-    if m:
+    if m and sh.returncode == 0:
         out.append(("sh (not imported by ossl-vault)", int(m.group(1)) / 1000))
+    else:
+        out.append(("sh (not installed: pip install sh)", float("nan")))
     return out
 
 
@@ -57,6 +59,10 @@ def main() -> None:
                 "bash", str(ROOT / "scripts" / "ossl-vault-recover"), str(vault),
                 "db/password", str(key),
             ],
+            "bare openssl steps (bench/openssl-pipeline)": [
+                "bash", str(ROOT / "bench" / "openssl-pipeline"), str(vault), "db/password",
+                str(key),
+            ],
         }  # fmt: skip
         med = interleaved(runs, args.runs, env)
     base = med["openssl pipeline (ossl-vault-recover)"]
@@ -66,6 +72,8 @@ def main() -> None:
     ratio = med["ossl-vault get"] / base
     print(f"ratio get / openssl pipeline: {ratio:.2f}x (target <= 3x): "
           + ("ok" if ratio <= 3 else "MISSED"))  # fmt: skip
+    bare = med["ossl-vault get"] / med["bare openssl steps (bench/openssl-pipeline)"]
+    print(f"ratio get / bare openssl steps (no format checks): {bare:.2f}x")
     print("import time on the get path (cumulative, ms):")
     for name, ms in import_times(env):
         print(f"  {name:40s} {ms:8.1f}")
