@@ -66,8 +66,9 @@ def generate(
     if length is not None:
         raise UsageError("--length applies to --format password only; use --bytes")
     n = DEFAULT_BITS // 8 if nbytes is None else nbytes
-    if not 1 <= n <= MAX_BYTES:
-        raise UsageError(f"byte count {n} is out of range (1 to {MAX_BYTES})")
+    most = {"hex": MAX_BYTES // 2, "base64": MAX_BYTES // 4 * 3, "raw": MAX_BYTES}[fmt]
+    if not 1 <= n <= most:
+        raise UsageError(f"--bytes {n} is out of range (1 to {most} for --format {fmt})")
     data = crypto.rand(n)
     if fmt == "hex":
         return data.hex().encode()

@@ -124,7 +124,7 @@ def key_kind(spki: bytes) -> str:
         raise UsageError(f"{name} keys are not supported", hint="use RSA, P-256, P-384 or X25519")
     if algorithm == _OID_X25519:
         return "x25519"
-    name = _REFUSED.get(algorithm, "this key type")
+    name = _REFUSED.get(algorithm, "this type of")
     raise UsageError(f"{name} keys cannot encrypt", hint="use an RSA, P-256, P-384 or X25519 key")
 
 
@@ -195,4 +195,9 @@ def from_file(path: str) -> PublicKey:
         raise UsageError(f"no such file {path!r}") from e
     except OSError as e:
         raise UsageError(f"cannot read {path!r}: {e.strerror}") from e
-    return from_bytes(data, path)
+    try:
+        return from_bytes(data, path)
+    except UsageError as e:
+        if repr(path) in e.message:
+            raise
+        raise UsageError(f"{path!r}: {e.message}", e.hint) from None

@@ -64,6 +64,8 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str, what: str, length: int | None = None) -> bytes:
     """Strict base64: refuse anything but the one canonical spelling."""
+    if not text:
+        raise FormatError(f"empty {what}")
     try:
         data = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):

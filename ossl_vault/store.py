@@ -103,9 +103,19 @@ class Store:
         return data
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the vault's write lock (flock on .lock); BusyError on timeout."""
+    def locked(self, creating: bool = False) -> Iterator[None]:
+        """Hold the vault's write lock (flock on .lock); BusyError on timeout.
+
+        Refuses (NotFoundError) where there is no vault, unless ``creating``:
+        taking the lock must never make a directory appear.
+        """
         import filelock  # off the read path: only writers pay for it
+
+        if not (self.root.is_dir() and (creating or self.exists())):
+            raise NotFoundError(
+                f"no vault at '{self.root}'",
+                hint="create one with 'ossl-vault init' or pass --vault DIR",
+            )
 
         lock = filelock.FileLock(str(self.root / LOCK), timeout=self.lock_timeout, mode=0o600)
         try:

@@ -110,7 +110,7 @@ class Vault:
         for name, key in recipients:
             self._add_key(index, name, key, default=True)
         self.store.create()
-        with self.store.locked():
+        with self.store.locked(creating=True):
             if self.store.exists():
                 raise UsageError(f"a vault already exists at '{self.store.root}'")
             self.store.commit(index, {})
@@ -126,6 +126,11 @@ class Vault:
         check_recipient_name(name)
         if name in index.recipients:
             raise UsageError(f"recipient {name!r} already exists")
+        if any(name in v.recipients for vs in index.versions.values() for v in vs):
+            raise UsageError(
+                f"recipient name {name!r} still labels wraps of older versions",
+                hint="choose another name (a removed recipient's name is kept in history)",
+            )
         for other in index.recipients.values():
             if other.fingerprint == key.fingerprint:
                 raise UsageError(f"that key is already recipient {other.name!r}")

@@ -74,7 +74,7 @@ class VaultDir:
             full += ["--identity", str(self.keydir / f"{identity}.key")]
         p = subprocess.run(
             [*full, *args], input=input, capture_output=True, env={**self.env, **(env or {})},
-            timeout=300,
+            timeout=300, start_new_session=True,  # no controlling tty: never a prompt
         )  # fmt: skip
         return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
 
