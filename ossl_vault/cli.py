@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__, keys, sources
-from .errors import EXIT_CODES, USAGE, UsageError, VaultError
+from .errors import EXIT_CODES, USAGE, VaultError
 from .vault import Identities, Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -145,102 +145,6 @@ def init(obj: Context, recipients: tuple[str, ...]) -> None:
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
 
 
-@main_group.group()
-def recipient() -> None:
-    """Manage who can read the vault's secrets."""
-
-
-@recipient.command("add", epilog=EPILOG)
-@click.argument("name")
-@click.argument("source", required=False)
-@click.option(
-    "--passphrase", "ask_passphrase", is_flag=True, help="Add a passphrase recipient (prompt)."
-)
-@click.option("--passphrase-file", metavar="FILE", help="Add a passphrase recipient from a file.")
-@click.option(
-    "--default/--no-default",
-    default=True,
-    show_default=True,
-    help="Whether new secrets are shared with it.",
-)
-@pass_ctx
-def recipient_add(
-    obj: Context,
-    name: str,
-    source: str | None,
-    ask_passphrase: bool,
-    passphrase_file: str | None,
-    default: bool,
-) -> None:
-    """Add recipient NAME from SOURCE, a certificate or public key file
-    (RSA, EC P-256/P-384, X25519), or from a passphrase."""
-    wants_passphrase = ask_passphrase or passphrase_file is not None
-    if wants_passphrase == (source is not None):
-        raise UsageError("give either SOURCE or --passphrase/--passphrase-file")
-    vault = obj.vault()
-    if source is not None:
-        r = vault.add_recipient(name, keys.from_file(source), default)
-    else:
-        secret = sources.secret_source(passphrase_file, True, "passphrase", confirm=True)
-        assert secret is not None
-        r = vault.add_passphrase(name, secret, default)
-    note(f"added recipient {r.name!r} ({r.kind}, SHA256:{r.fingerprint[:16]})")
-
-
-@recipient.command("list", epilog=EPILOG)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
-@pass_ctx
-def recipient_list(obj: Context, as_json: bool) -> None:
-    """List the recipients."""
-    rows = [
-        {
-            "name": r.name,
-            "kind": r.kind,
-            "fingerprint": r.fingerprint,
-            "added": r.added,
-            "default": r.default,
-            "cert": r.cert is not None,
-        }
-        for r in obj.vault().recipients()
-    ]
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-        return
-    from tabulate import tabulate
-
-    table = [
-        [
-            r["name"],
-            r["kind"],
-            "SHA256:" + str(r["fingerprint"])[:16],
-            r["added"],
-            "yes" if r["default"] else "no",
-        ]
-        for r in rows
-    ]
-    click.echo(tabulate(table, ["NAME", "KIND", "FINGERPRINT", "ADDED", "DEFAULT"]))
-
-
-@recipient.command("rm", epilog=EPILOG)
-@click.argument("name")
-@click.option("--force", is_flag=True, help="Delete secrets that would have no reader left.")
-@reader_options
-@pass_ctx
-def recipient_rm(
-    obj: Context,
-    name: str,
-    force: bool,
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
-    """Remove a recipient; re-encrypt the secrets it could read under fresh keys."""
-    ids = obj.identities(passphrase_file, ask_passphrase)
-    changed = obj.vault().remove_recipient(name, ids, force)
-    note(f"removed recipient {name!r}; re-encrypted {len(changed)} secret(s)")
-
-
 @main_group.command(epilog=EPILOG)
 @click.argument("name")
 @click.option(
@@ -330,10 +234,22 @@ def generate(
 
 @main_group.command("list", epilog=EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--exposed-to", metavar="USER", help="Only secrets USER could ever read.")
+@click.option(
+    "--needs-rotation",
+    is_flag=True,
+    help="Only secrets whose current value was readable by someone since removed.",
+)
 @pass_ctx
-def list_(obj: Context, as_json: bool) -> None:
+def list_(obj: Context, as_json: bool, exposed_to: str | None, needs_rotation: bool) -> None:
     """List secrets: names, versions, recipients, dates (nothing is decrypted)."""
-    rows = obj.vault().list()
+    vault = obj.vault()
+    rows = vault.list()
+    warn_expiring(vault)
+    if exposed_to is not None:
+        rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
+    if needs_rotation:
+        rows = [r for r in rows if r["needs_rotation"]]
     if as_json:
         click.echo("".join(json.dumps(row) + "\n" for row in rows), nl=False)
         return
@@ -345,15 +261,23 @@ def list_(obj: Context, as_json: bool) -> None:
             r["version"],
             ",".join(r["recipients"]),  # type: ignore[arg-type]
             "yes" if r["password"] else "",
+            ",".join(r["needs_rotation"]) or "",  # type: ignore[arg-type]
             r["updated"],
         ]
         for r in rows
     ]
-    click.echo(
-        tabulate(
-            table, ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "UPDATED"], disable_numparse=True
-        )
-    )
+    headers = ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "SEEN BY REMOVED", "UPDATED"]
+    click.echo(tabulate(table, headers, disable_numparse=True))
+
+
+def warn_expiring(vault: Vault) -> None:
+    """A warning line per recipient certificate expired or expiring within 30 days."""
+    from .sharing import expiring
+
+    for name, days, when in expiring(vault.store.read_index()):
+        state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
+        click.echo(f"ossl-vault: warning: certificate of recipient {name!r} {state}", err=True)
+        click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)
 
 
 @main_group.command(epilog=EPILOG)
@@ -397,6 +321,11 @@ def fsck(
     if errors:
         fail(f"{errors} record(s) failed the check", None, 5)
     note("vault is consistent")
+
+
+from . import cli_recipients  # noqa: E402  (its commands join the group)
+
+cli_recipients.register(main_group)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

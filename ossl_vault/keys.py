@@ -7,6 +7,7 @@ openssl re-encodes every key we keep, so the stored bytes are openssl's own.
 from __future__ import annotations
 
 import base64
+import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,14 @@ class PublicKey:
     """A recipient's public key: kind, SPKI DER, and the cert it came from."""
 
     kind: str
-    spki: bytes
+    spki: bytes  # for a gpg key: its binary OpenPGP export
     cert: bytes | None = None
+    fpr: str | None = None  # a gpg key's OpenPGP fingerprint
 
     @property
     def fingerprint(self) -> str:
-        """``hex(SHA-256(SPKI DER))``, as in docs/format.md section 2.1."""
-        return sha256_hex(self.spki)
+        """``hex(SHA-256(SPKI DER))`` (format.md section 2.1), or the OpenPGP one."""
+        return self.fpr or sha256_hex(self.spki)
 
 
 def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -77,6 +79,26 @@ def cert_spki(cert: bytes) -> bytes:
     if stop > end:
         raise ValueError("not a DER certificate")
     return cert[pos:stop]
+
+
+def cert_not_after(cert: bytes) -> datetime.datetime:
+    """The end of a DER certificate's validity period (UTC)."""
+    try:
+        _, body, _ = _tlv(cert, 0)
+        _, pos, _ = _tlv(cert, body)  # tbsCertificate
+        if cert[pos] == 0xA0:
+            pos = _tlv(cert, pos)[2]
+        for _ in range(3):  # serial, signature, issuer
+            pos = _tlv(cert, pos)[2]
+        _, validity, _ = _tlv(cert, pos)
+        not_before_end = _tlv(cert, validity)[2]
+        tag, start, end = _tlv(cert, not_before_end)
+        text = cert[start:end].decode("ascii")
+        fmt = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
+        moment = datetime.datetime.strptime(text, fmt)
+    except (IndexError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError("not a DER certificate") from e
+    return moment.replace(tzinfo=datetime.UTC)
 
 
 def pkcs8_iterations(der: bytes) -> int:
@@ -160,6 +182,12 @@ def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
 
 def from_bytes(data: bytes, source: str) -> PublicKey:
     """A public key from certificate or public-key bytes (PEM or DER)."""
+    from . import ssh
+
+    if ssh.is_openssh_public(data):
+        return ssh.public_key(data, source)
+    if ssh.is_openssh_private(data):
+        raise UsageError(f"{source!r} is a private key", hint="give the .pub file beside it")
     blocks = pem_blocks(data)
     labels = {label for label, _ in blocks}
     try:

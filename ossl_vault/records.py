@@ -24,12 +24,14 @@ MAX_INDEX = 256 * 1024 * 1024
 MAX_NAME = 128
 MAX_RECIPIENT = 64
 MAX_ITER = 10_000_000
-KINDS = ("rsa", "p256", "p384", "x25519", "passphrase")
+KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg")
+ORIGINS = ("new", "same")
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
 _RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 _NUMBER = re.compile(r"[1-9][0-9]{0,9}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_FPR = re.compile(r"[0-9a-f]{64}\Z|[0-9a-f]{40}\Z")  # SHA-256, or an OpenPGP v4 fingerprint
 
 
 def check_name(name: str) -> str:
@@ -127,12 +129,13 @@ class Recipient:
 
 @dataclass(frozen=True)
 class Wrap:
-    """A ``wrap`` line: the data key of one version for one recipient."""
+    """A ``wrap`` line: the data key of one version for one recipient's key."""
 
     name: str
     version: int
     recipient: str
-    scheme: str  # "rsa-oaep" or "ecdh"
+    fingerprint: str  # of the key it was made for
+    scheme: str  # "rsa-oaep", "ecdh" or "gpg"
     ct: bytes
     eph: bytes = b""
     iterations: int = 0
@@ -148,10 +151,23 @@ class Wrap:
         ]  # fmt: skip
 
     def fields(self) -> list[str]:
-        head = ["wrap", self.name, str(self.version), self.recipient]
-        if self.scheme == "rsa-oaep":
-            return [*head, "rsa-oaep", b64(self.ct)]
+        head = ["wrap", self.name, str(self.version), self.recipient, self.fingerprint]
+        if self.scheme in ("rsa-oaep", "gpg"):
+            return [*head, self.scheme, b64(self.ct)]
         return [*head, *self.ecdh_fields(), b64(self.tag)]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A ``ledger`` line: who has held a wrap of one version, ever."""
+
+    name: str
+    version: int
+    origin: str  # "new": a value a user gave; "same": the previous value re-encrypted
+    readers: tuple[str, ...]
+
+    def fields(self) -> list[str]:
+        return ["ledger", self.name, str(self.version), self.origin, ",".join(self.readers)]
 
 
 @dataclass(frozen=True)
@@ -199,9 +215,13 @@ class Index:
     recipients: dict[str, Recipient] = field(default_factory=dict)
     versions: dict[str, list[Version]] = field(default_factory=dict)  # oldest first
     wraps: dict[tuple[str, int], list[Wrap]] = field(default_factory=dict)
+    access: dict[str, tuple[str, ...]] = field(default_factory=dict)  # wanted, when not default
+    ledger: dict[str, list[Ledger]] = field(default_factory=dict)  # oldest first
 
     def serialize(self) -> bytes:
         lines = [r.fields() for r in self.recipients.values()]
+        lines += [["access", name, ",".join(who)] for name, who in self.access.items()]
+        lines += [entry.fields() for entries in self.ledger.values() for entry in entries]
         for versions in self.versions.values():
             for v in versions:
                 lines.append(v.fields())
@@ -220,7 +240,8 @@ def _parse_recipient(f: list[str]) -> Recipient:
     name = _name(f[1], "recipient")
     if f[2] not in KINDS:
         raise FormatError(f"unsupported recipient kind {f[2]!r}")
-    if not _HEX64.match(f[3]) or not _TIME.match(f[4]) or f[5] not in ("default", "-"):
+    fpr_ok = _FPR.match(f[3]) if f[2] == "gpg" else _HEX64.match(f[3])
+    if not fpr_ok or not _TIME.match(f[4]) or f[5] not in ("default", "-"):
         raise FormatError(f"bad fields in recipient {name!r}")
     private = None if f[8] == "-" else unb64(f[8], "recipient key")
     if (f[2] == "passphrase") != (private is not None):
@@ -241,7 +262,14 @@ def fingerprint(spki: bytes, private: bytes | None = None) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _check_recipient(r: Recipient) -> None:
-    """Self-consistency of a recipient line (it has no MAC): format.md 2.1."""
+    """Self-consistency of a recipient line (it has no MAC): format.md 2.1.
+
+    A gpg recipient's fingerprint is checked by gpg when the key is used.
+    """
+    if r.kind == "gpg":
+        if r.cert is not None:
+            raise FormatError(f"recipient {r.name!r}: a gpg key has no certificate")
+        return
     if fingerprint(r.spki, r.private) != r.fingerprint:
         raise IntegrityError(f"recipient {r.name!r}: fingerprint does not match its key")
     try:
@@ -274,11 +302,7 @@ def _parse_secret(f: list[str]) -> Version:
         )
     if not _TIME.match(f[3]) or not _HEX64.match(f[13]):
         raise FormatError(f"bad fields in secret {name!r}")
-    recipients = tuple(f[14].split(","))
-    if list(recipients) != sorted(set(recipients)):
-        raise FormatError(f"recipients of {name!r} are not sorted and unique")
-    for r in recipients:
-        _name(r, "recipient")
+    recipients = _names(f[14], f"recipients of {name!r}")
     return Version(
         name=name, version=_number(f[2], "version"), created=f[3],
         iterations=_iterations(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
@@ -288,24 +312,47 @@ def _parse_secret(f: list[str]) -> Version:
 
 
 def _parse_wrap(f: list[str]) -> Wrap:
-    if len(f) < 5 or f[4] not in ("rsa-oaep", "ecdh"):
-        raise FormatError(f"unsupported wrap scheme {f[4] if len(f) > 4 else ''!r}")
-    want = 6 if f[4] == "rsa-oaep" else 14
+    scheme = f[5] if len(f) > 5 else ""
+    if scheme not in ("rsa-oaep", "ecdh", "gpg"):
+        raise FormatError(f"unsupported wrap scheme {scheme!r}")
+    want = 15 if scheme == "ecdh" else 7
     if len(f) != want:
-        raise FormatError(f"{f[4]} wrap line has {len(f)} fields, not {want}")
-    head = dict(name=_name(f[1], "secret"), version=_number(f[2], "version"))
-    recipient = _name(f[3], "recipient")
-    if f[4] == "rsa-oaep":
-        return Wrap(**head, recipient=recipient, scheme="rsa-oaep", ct=unb64(f[5], "wrap"))
-    _fixed(f[6], CIPHER, "cipher")
-    _fixed(f[7], KDF, "kdf")
-    _fixed(f[8], DIGEST, "digest")
-    return Wrap(
-        **head, recipient=recipient, scheme="ecdh", eph=unb64(f[5], "ephemeral key"),
-        iterations=_iterations(f[9], "iterations"), salt=unb64(f[10], "salt", SALT_LEN),
-        iv=unb64(f[11], "iv", IV_LEN), ct=unb64(f[12], "wrap", 48),
-        tag=unb64(f[13], "wrap mac", KEY_LEN),
+        raise FormatError(f"{scheme} wrap line has {len(f)} fields, not {want}")
+    if not _FPR.match(f[4]):
+        raise FormatError(f"bad key fingerprint {f[4]!r}")
+    head = dict(
+        name=_name(f[1], "secret"), version=_number(f[2], "version"),
+        recipient=_name(f[3], "recipient"), fingerprint=f[4],
     )  # fmt: skip
+    if scheme != "ecdh":
+        return Wrap(**head, scheme=scheme, ct=unb64(f[6], "wrap"))
+    _fixed(f[7], CIPHER, "cipher")
+    _fixed(f[8], KDF, "kdf")
+    _fixed(f[9], DIGEST, "digest")
+    return Wrap(
+        **head, scheme="ecdh", eph=unb64(f[6], "ephemeral key"),
+        iterations=_iterations(f[10], "iterations"), salt=unb64(f[11], "salt", SALT_LEN),
+        iv=unb64(f[12], "iv", IV_LEN), ct=unb64(f[13], "wrap", 48),
+        tag=unb64(f[14], "wrap mac", KEY_LEN),
+    )  # fmt: skip
+
+
+def _names(text: str, what: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    if list(names) != sorted(set(names)):
+        raise FormatError(f"{what} are not sorted and unique")
+    for n in names:
+        _name(n, "recipient")
+    return names
+
+
+def _parse_ledger(f: list[str]) -> Ledger:
+    if len(f) != 5:
+        raise FormatError(f"ledger line has {len(f)} fields, not 5")
+    if f[3] not in ORIGINS:
+        raise FormatError(f"bad ledger origin {f[3]!r}")
+    version = _number(f[2], "version")
+    return Ledger(_name(f[1], "secret"), version, f[3], _names(f[4], "ledger readers"))
 
 
 def parse(data: bytes) -> Index:
@@ -356,6 +403,13 @@ def _add(index: Index, f: list[str], number: int) -> None:
         elif f[0] == "wrap":
             w = _parse_wrap(f)
             index.wraps.setdefault((w.name, w.version), []).append(w)
+        elif f[0] == "access":
+            if len(f) != 3:
+                raise FormatError(f"access line has {len(f)} fields, not 3")
+            index.access[_name(f[1], "secret")] = _names(f[2], "access recipients")
+        elif f[0] == "ledger":
+            entry = _parse_ledger(f)
+            index.ledger.setdefault(entry.name, []).append(entry)
         else:
             raise FormatError(f"unknown record type {f[0]!r}")
     except IntegrityError as e:
@@ -374,9 +428,24 @@ def _check_wraps(index: Index) -> None:
                 raise FormatError(f"wraps of {name!r} version {v.version} do not match its record")
         if len({v.version for v in versions}) != len(versions):
             raise FormatError(f"secret {name!r} has a repeated version")
-        missing = [r for r in versions[-1].recipients if r not in index.recipients]
-        if missing:
-            raise IntegrityError(f"secret {name!r} is wrapped for unknown recipient {missing[0]!r}")
+        newest = versions[-1]
+        for w in index.wraps[(name, newest.version)]:
+            r = index.recipients.get(w.recipient)
+            if r is None:
+                raise IntegrityError(
+                    f"secret {name!r} is wrapped for unknown recipient {w.recipient!r}"
+                )
+            if w.fingerprint != r.fingerprint:
+                raise IntegrityError(
+                    f"the wrap of {name!r} for {w.recipient!r} names a key that is not theirs"
+                )
+    for name in list(index.access) + list(index.ledger):
+        if name not in index.versions:
+            raise FormatError(f"access or ledger line for {name!r}, which has no versions")
+    for name, entries in index.ledger.items():
+        entries.sort(key=lambda e: e.version)
+        if len({e.version for e in entries}) != len(entries):
+            raise FormatError(f"ledger of {name!r} has a repeated version")
     for key in index.wraps:
         if key not in keys:
             raise FormatError(f"wrap for {key[0]!r} version {key[1]} has no secret line")

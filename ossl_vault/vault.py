@@ -18,6 +18,7 @@ from .errors import AccessDenied, IntegrityError, NotFoundError, UsageError, Vau
 from .proc import OpensslFailed
 from .records import (
     Index,
+    Ledger,
     Password,
     Recipient,
     Version,
@@ -36,6 +37,16 @@ VALUE_ENC = "ossl-vault/v1/value-enc"
 VALUE_MAC = "ossl-vault/v1/value-mac"
 
 PasswordSource = Callable[[str], bytes]  # asked with the secret's name
+
+
+def exposure(ledger: list[Ledger]) -> set[str]:
+    """Everyone who could read the current value: back to the last version a user gave."""
+    seen: set[str] = set()
+    for entry in reversed(ledger):
+        seen |= set(entry.readers)
+        if entry.origin == "new":
+            break
+    return seen
 
 
 def now() -> str:
@@ -61,6 +72,7 @@ class Identities:
     files: list[Identity]
     passphrase: Callable[[], bytes | None] | None = None
     searched: str = ""  # for hints: which paths were looked at
+    gpg: bool = True  # try the reader's GnuPG keyring for gpg wraps
 
 
 @dataclass
@@ -108,14 +120,14 @@ class Vault:
         """Create the vault with its first (default) recipients."""
         index = Index()
         for name, key in recipients:
-            self._add_key(index, name, key, default=True)
+            self.add_key(index, name, key, default=True)
         self.store.create()
         with self.store.locked(creating=True):
             if self.store.exists():
                 raise UsageError(f"a vault already exists at '{self.store.root}'")
             self.store.commit(index, {})
 
-    def _add_key(
+    def add_key(
         self,
         index: Index,
         name: str,
@@ -140,60 +152,9 @@ class Vault:
         index.recipients[name] = r
         return r
 
-    def add_recipient(self, name: str, key: keys.PublicKey, default: bool = True) -> Recipient:
-        """Add a key recipient; it is wrapped into secrets written from now on."""
-        with self.store.locked():
-            index = self.store.read_index()
-            r = self._add_key(index, name, key, default)
-            self.store.commit(index, {})
-        return r
-
-    def add_passphrase(self, name: str, passphrase: bytes, default: bool = True) -> Recipient:
-        """Add a passphrase recipient: an X25519 key kept encrypted by the passphrase."""
-        check_recipient_name(name)
-        check_password(passphrase, "passphrase")
-        pem = crypto.genpkey("X25519")
-        private = crypto.pkcs8_encrypt(pem, passphrase)
-        spki = crypto.public_der(pem)
-        key = keys.PublicKey("x25519", spki)
-        with self.store.locked():
-            index = self.store.read_index()
-            r = self._add_key(index, name, key, default, private)
-            self.store.commit(index, {})
-        return r
-
     def recipients(self) -> list[Recipient]:
         """Every recipient, sorted by name."""
         return sorted(self.store.read_index().recipients.values(), key=lambda r: r.name)
-
-    def remove_recipient(self, name: str, ids: Identities, force: bool = False) -> list[str]:
-        """Drop a recipient; secrets it could read are re-encrypted for the others.
-
-        Returns the re-encrypted secret names. Refuses to leave a secret with
-        no reader unless ``force`` (such secrets are then deleted).
-        """
-        index = self.store.read_index()
-        if name not in index.recipients:
-            raise NotFoundError(f"no recipient {name!r}")
-        affected = [vs[-1] for vs in index.versions.values() if name in vs[-1].recipients]
-        orphans = [v.name for v in affected if v.recipients == (name,)]
-        if orphans and not force:
-            raise UsageError(
-                f"removing {name!r} would leave {len(orphans)} secret(s) with no reader: "
-                + ", ".join(repr(o) for o in orphans),
-                hint="add another recipient first, or use --force to delete those secrets",
-            )
-        for v in affected:
-            if v.name not in orphans:
-                rest = [r for r in v.recipients if r != name]
-                self._reencrypt(v.name, ids, rest)
-        with self.store.locked():
-            index = self.store.read_index()
-            index.recipients.pop(name, None)
-            for orphan in orphans:
-                self._drop(index, orphan)
-            self.store.commit(index, {})
-        return [v.name for v in affected if v.name not in orphans]
 
     # -- secrets -------------------------------------------------------------------
 
@@ -211,16 +172,23 @@ class Vault:
         if password is not None:
             check_password(password)
         index = self.store.read_index()
-        wanted = self._resolve(index, to)
+        wanted = self._resolve(index, to, name)
         sealed = seal(value, wanted, password)
         with self.store.locked():
             index = self.store.read_index()
-            current = self._resolve(index, to)
+            current = self._resolve(index, to, name)
             if current != wanted:  # recipients changed while we encrypted
                 sealed = seal(value, current, password)
+            if to:
+                index.access[name] = tuple(r.name for r in current)
             return self._commit_version(index, name, sealed)
 
-    def _resolve(self, index: Index, to: list[str] | None) -> list[Recipient]:
+    def _resolve(
+        self, index: Index, to: list[str] | None, name: str | None = None
+    ) -> list[Recipient]:
+        """Who a value is for: ``to``, else the secret's own list, else the defaults."""
+        if not to and name in index.access:
+            to = [n for n in index.access[name] if n in index.recipients]
         if to:
             missing = [n for n in to if n not in index.recipients]
             if missing:
@@ -252,16 +220,22 @@ class Vault:
             if self._resolve(index, to) != wanted:
                 raise VaultError("recipients changed during the import", hint="run it again")
             numbers = {name: self._add_version(index, name, s) for name, s in sealed.items()}
+            if to:
+                index.access.update({name: tuple(r.name for r in wanted) for name in sealed})
             self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
         return numbers
 
-    def _commit_version(self, index: Index, name: str, sealed: Sealed) -> int:
-        number = self._add_version(index, name, sealed)
+    def _commit_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
+        number = self._add_version(index, name, sealed, origin)
         self.store.commit(index, {sealed.version.blob: sealed.ct})
         return number
 
-    def _add_version(self, index: Index, name: str, sealed: Sealed) -> int:
-        """Append a sealed value as the next version of ``name``; keep the last ten."""
+    def _add_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
+        """Append a sealed value as the next version of ``name``; keep the last ten.
+
+        ``origin`` is "new" for a value a user gave, "same" for the previous
+        value re-encrypted; the ledger keeps it, and the readers, for good.
+        """
         versions = index.versions.setdefault(name, [])
         number = versions[-1].version + 1 if versions else 1
         v = replace(sealed.version, name=name, version=number)
@@ -269,10 +243,32 @@ class Vault:
         v = replace(v, tag=record_mac(sealed.mac_key, v, wraps, sealed.ct))
         versions.append(v)
         index.wraps[(name, number)] = wraps
+        index.ledger.setdefault(name, []).append(Ledger(name, number, origin, v.recipients))
         for old in versions[:-KEEP_VERSIONS]:
             index.wraps.pop((name, old.version), None)
         del versions[:-KEEP_VERSIONS]
         return number
+
+    def rewrap(
+        self, index: Index, name: str, dk: bytes, ct: bytes, add: list[Wrap], drop: set[str]
+    ) -> None:
+        """Change the wraps of the newest version in place (same data key), re-MAC it."""
+        v = index.versions[name][-1]
+        old = index.wraps[(name, v.version)]
+        wraps = [w for w in old if w.recipient not in drop and
+                 w.recipient not in {a.recipient for a in add}]  # fmt: skip
+        wraps += [replace(w, name=name, version=v.version) for w in add]
+        wraps.sort(key=lambda w: line_of(w.fields()))
+        v2 = replace(v, recipients=tuple(sorted(w.recipient for w in wraps)))
+        v2 = replace(v2, tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct))
+        index.versions[name][-1] = v2
+        index.wraps[(name, v.version)] = wraps
+        entries = index.ledger.setdefault(name, [])
+        if entries and entries[-1].version == v.version:
+            readers = tuple(sorted(set(entries[-1].readers) | set(v2.recipients)))
+            entries[-1] = replace(entries[-1], readers=readers)
+        else:  # a version older than the ledger (cannot happen for vaults we wrote)
+            entries.append(Ledger(name, v.version, "new", v2.recipients))
 
     def version(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
         """The record of a secret version (the newest by default)."""
@@ -299,10 +295,10 @@ class Vault:
         """Decrypt a version after checking its integrity; the exact stored bytes."""
         index = self.store.read_index()
         v = self.version(name, number, index)
-        dk, ct = self._open(index, v, ids)
+        dk, ct = self.open(index, v, ids)
         return self._decrypt(v, dk, ct, password)
 
-    def _open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
+    def open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
         """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""
         wraps = index.wraps[(v.name, v.version)]
         identity, w = self._match(index, v, wraps, ids)
@@ -329,26 +325,60 @@ class Vault:
     def _match(
         self, index: Index, v: Version, wraps: list[Wrap], ids: Identities
     ) -> tuple[Identity, Wrap]:
-        by_name = {w.recipient: w for w in wraps}
-        by_fpr = {index.recipients[n].fingerprint: n for n in v.recipients if n in index.recipients}
+        """The identity and wrap to open: matched by the key fingerprint on each wrap."""
+        by_fpr = {w.fingerprint: w for w in wraps}
         for identity in ids.files:
-            found = by_fpr.get(identity.fingerprint)
-            if found:
-                return identity, by_name[found]
-        lockable = [index.recipients[n] for n in v.recipients if n in index.recipients]
-        lockable = [r for r in lockable if r.kind == "passphrase"]
+            if identity.fingerprint in by_fpr:
+                return identity, by_fpr[identity.fingerprint]
+        lockable = [
+            index.recipients[w.recipient]
+            for w in wraps
+            if w.recipient in index.recipients
+            and index.recipients[w.recipient].kind == "passphrase"
+            and index.recipients[w.recipient].fingerprint == w.fingerprint
+        ]
         if lockable and ids.passphrase is not None:
             passphrase = ids.passphrase()
             if passphrase is not None:
                 for r in lockable:
                     identity = unlock_passphrase(r, passphrase)
                     if identity:
-                        return identity, by_name[r.name]
+                        return identity, by_fpr[r.fingerprint]
                 raise AccessDenied(f"wrong passphrase for {v.name!r}")
+        found = self._gpg_identity(wraps) if ids.gpg else None
+        if found:
+            return found
+        raise AccessDenied(f"no usable identity for {v.name!r}", hint=self._who(index, v, ids))
+
+    @staticmethod
+    def _gpg_identity(wraps: list[Wrap]) -> tuple[Identity, Wrap] | None:
+        """A gpg wrap whose secret key the reader's GnuPG keyring holds."""
+        gpg_wraps = [w for w in wraps if w.scheme == "gpg"]
+        if not gpg_wraps:
+            return None
+        from . import gpg
+
+        for w in gpg_wraps:
+            try:
+                if gpg.has_secret_key(w.fingerprint):
+                    return Identity(f"gpg key {w.fingerprint}", None, w.fingerprint), w
+            except VaultError:
+                return None  # no gpg here: not an identity source
+        return None
+
+    @staticmethod
+    def _who(index: Index, v: Version, ids: Identities) -> str:
+        """The hint of an access denial: who can read it, and why we cannot."""
         hint = "readable by: " + ", ".join(v.recipients)
-        if lockable:
+        mine = {i.fingerprint for i in ids.files if i.key is not None}
+        renewed = [n for n in v.recipients if index.recipients.get(n) and
+                   index.recipients[n].fingerprint in mine]  # fmt: skip
+        if renewed:
+            hint += f"; version {v.version} was wrapped for an earlier key of {renewed[0]!r}"
+        elif any(index.recipients.get(n) and index.recipients[n].kind == "passphrase"
+                 for n in v.recipients):  # fmt: skip
             hint += " (give --passphrase-file FILE for a passphrase recipient)"
-        raise AccessDenied(f"no usable identity for {v.name!r}", hint=hint)
+        return hint
 
     def _decrypt(self, v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
         ikm = dk
@@ -368,20 +398,27 @@ class Vault:
             raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None
 
     def list(self) -> list[dict[str, object]]:
-        """Every secret: name, newest version, kept versions, recipients, dates (no decryption)."""
+        """Every secret: name, versions, recipients, dates, exposure (no decryption)."""
         index = self.store.read_index()
-        return [
-            {
-                "name": name,
-                "version": vs[-1].version,
-                "versions": [v.version for v in vs],
-                "recipients": list(vs[-1].recipients),
-                "password": vs[-1].password is not None,
-                "created": vs[0].created,
-                "updated": vs[-1].created,
-            }
-            for name, vs in sorted(index.versions.items())
-        ]
+        rows = []
+        for name, vs in sorted(index.versions.items()):
+            ledger = index.ledger.get(name, [])
+            seen = exposure(ledger)
+            rows.append(
+                {
+                    "name": name,
+                    "version": vs[-1].version,
+                    "versions": [v.version for v in vs],
+                    "recipients": list(vs[-1].recipients),
+                    "password": vs[-1].password is not None,
+                    "created": vs[0].created,
+                    "updated": vs[-1].created,
+                    "exposed": sorted(seen),
+                    "needs_rotation": sorted(seen - set(vs[-1].recipients)),
+                    "ever": sorted({r for e in ledger for r in e.readers}),
+                }
+            )
+        return rows
 
     def remove(self, name: str) -> int:
         """Delete a secret and all its versions; returns how many versions went."""
@@ -390,15 +427,17 @@ class Vault:
             index = self.store.read_index()
             if name not in index.versions:
                 raise NotFoundError(f"no secret {name!r}")
-            count = self._drop(index, name)
+            count = self.drop(index, name)
             self.store.commit(index, {})
         return count
 
     @staticmethod
-    def _drop(index: Index, name: str) -> int:
+    def drop(index: Index, name: str) -> int:
         versions = index.versions.pop(name, [])
         for v in versions:
             index.wraps.pop((name, v.version), None)
+        index.access.pop(name, None)
+        index.ledger.pop(name, None)
         return len(versions)
 
     def rotate(
@@ -406,21 +445,27 @@ class Vault:
     ) -> list[tuple[str, int]]:
         """Re-encrypt the current value of each secret under a fresh data key."""
         targets = names or sorted(self.store.read_index().versions)
-        return [(n, self._reencrypt(n, ids, None, password)) for n in targets]
+        return [(n, self.reencrypt(n, ids, None, password)) for n in targets]
 
-    def _reencrypt(
+    def reencrypt(
         self,
         name: str,
         ids: Identities,
         recipients: list[str] | None,
         password: PasswordSource | None = None,
+        set_access: bool = False,
     ) -> int:
+        """A new version holding the current value under a fresh data key.
+
+        For ``recipients`` (default: the current ones); ``set_access`` makes
+        that list the secret's own. The ledger marks the version "same".
+        """
         index = self.store.read_index()
         v = self.version(name, None, index)
         given = None
         if v.password is not None:
             given = password(name) if password else None
-        value = self._decrypt(v, *self._open(index, v, ids), lambda _n: given)
+        value = self._decrypt(v, *self.open(index, v, ids), lambda _n: given)
         to = recipients if recipients is not None else list(v.recipients)
         to = [n for n in to if n in index.recipients]
         if not to:
@@ -430,7 +475,9 @@ class Vault:
             index = self.store.read_index()
             if self.version(name, None, index).version != v.version:
                 raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
-            return self._commit_version(index, name, sealed)
+            if set_access:
+                index.access[name] = tuple(sorted(to))
+            return self._commit_version(index, name, sealed, "same")
 
     def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
         """Check every version without decrypting: [(level, message)], level error|note."""
@@ -442,7 +489,7 @@ class Vault:
                 try:
                     self.store.read_blob(v.blob)
                     if ids and ids.files:
-                        self._open(index, v, Identities(ids.files))
+                        self.open(index, v, Identities(ids.files))
                 except AccessDenied:
                     problems.append(("note", f"{label}: MAC not checked (no usable identity)"))
                 except IntegrityError as e:

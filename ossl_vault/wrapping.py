@@ -8,7 +8,7 @@ seal as values) for P-256, P-384, X25519 and passphrase recipients.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import crypto
 from .errors import AccessDenied, IntegrityError, UsageError
@@ -22,9 +22,14 @@ WRAP_MAC = "ossl-vault/v1/wrap-mac"
 
 def wrap(recipient: Recipient, dk: bytes, name: str = "", version: int = 0) -> Wrap:
     """Wrap ``dk`` for ``recipient``; name and version are filled in by the caller."""
+    fpr = recipient.fingerprint
     if recipient.kind == "rsa":
         ct = crypto.rsa_oaep_encrypt(recipient.spki, dk)
-        return Wrap(name, version, recipient.name, "rsa-oaep", ct)
+        return Wrap(name, version, recipient.name, fpr, "rsa-oaep", ct)
+    if recipient.kind == "gpg":
+        from . import gpg
+
+        return Wrap(name, version, recipient.name, fpr, "gpg", gpg.encrypt(fpr, recipient.spki, dk))
     eph_pem = crypto.genpkey(CURVE_OF_KIND[recipient.kind])
     eph = crypto.public_der(eph_pem)
     z = crypto.derive(eph_pem, recipient.spki)
@@ -33,21 +38,24 @@ def wrap(recipient: Recipient, dk: bytes, name: str = "", version: int = 0) -> W
     hkdf_salt = eph + recipient.spki
     password = crypto.hkdf(z, WRAP_ENC, hkdf_salt).hex()
     ct = crypto.enc(dk, password, salt, iv)
-    w = Wrap(name, version, recipient.name, "ecdh", ct, eph, crypto.ENC_ITER, salt, iv)
+    w = Wrap(name, version, recipient.name, fpr, "ecdh", ct, eph, crypto.ENC_ITER, salt, iv)
     tag = crypto.mac(crypto.hkdf(z, WRAP_MAC, hkdf_salt), "\t".join(w.ecdh_fields()).encode())
-    return Wrap(name, version, recipient.name, "ecdh", ct, eph, crypto.ENC_ITER, salt, iv, tag)
+    return replace(w, tag=tag)
 
 
 @dataclass
 class Identity:
     """A private key that may open wraps: a key file, or an unlocked passphrase key."""
 
-    source: str  # shown in messages: a path, or "passphrase for NAME"
-    key: str | bytes  # a path, or PEM bytes held in memory only
+    source: str  # shown in messages: a path, "passphrase for NAME", "gpg key FPR"
+    key: str | bytes | None  # a path, PEM bytes held in memory only, or None for gpg
+    fpr: str | None = None  # set where it is not SHA-256 of the SPKI (passphrase, gpg)
     _spki: bytes | None = field(default=None, repr=False)
 
     @property
     def spki(self) -> bytes:
+        if self.key is None:
+            raise AccessDenied(f"{self.source} has no SPKI")
         if self._spki is None:
             try:
                 self._spki = crypto.public_der(self.key)
@@ -60,19 +68,32 @@ class Identity:
 
     @property
     def fingerprint(self) -> str:
-        return crypto.sha256_hex(self.spki)
+        return self.fpr or crypto.sha256_hex(self.spki)
 
 
 def key_file_identity(path: str, explicit: bool) -> Identity | None:
-    """An identity from a key file; None for a missing default path."""
+    """An identity from a key file (PEM, or OpenSSH converted in memory).
+
+    None for a default path that is missing or unreadable.
+    """
     if not os.path.exists(path):
         if explicit:
             raise UsageError(f"identity file {path!r} does not exist")
         return None
-    if not os.access(path, os.R_OK):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
         if explicit:
-            raise AccessDenied(f"cannot read identity file {path!r}", hint="check its permissions")
+            raise AccessDenied(
+                f"cannot read identity file {path!r}", hint="check its permissions"
+            ) from None
         return None
+    if head.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        from . import ssh
+
+        with open(path, "rb") as f:
+            return Identity(path, ssh.private_pem(f.read(), path))
     return Identity(path, path)
 
 
@@ -83,7 +104,7 @@ def unlock_passphrase(recipient: Recipient, passphrase: bytes) -> Identity | Non
         pem = crypto.pkcs8_decrypt(recipient.private, passphrase)
     except OpensslFailed:
         return None
-    identity = Identity(f"passphrase for {recipient.name}", pem)
+    identity = Identity(f"passphrase for {recipient.name}", pem, recipient.fingerprint)
     try:
         if identity.spki != recipient.spki:
             return None  # a 1-in-256 false pass of the CBC padding check
@@ -96,7 +117,11 @@ def unwrap(identity: Identity, w: Wrap) -> bytes:
     """Open a wrap that the identity's fingerprint says is ours."""
     what = f"key wrap of {w.name!r} for {w.recipient!r}"
     try:
-        if w.scheme == "rsa-oaep":
+        if w.scheme == "gpg":
+            from . import gpg
+
+            dk = gpg.decrypt(w.ct, fingerprint=w.fingerprint)
+        elif w.scheme == "rsa-oaep":
             dk = crypto.rsa_oaep_decrypt(identity.key, w.ct)
         else:
             z = crypto.derive(identity.key, w.eph)

@@ -26,11 +26,11 @@ def make_keys(d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     subj = "/CN=ossl-vault-test"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "rsa.key"),
-             "-out", str(d / "rsa.pem"), "-subj", subj, "-days", "30")  # fmt: skip
+             "-out", str(d / "rsa.pem"), "-subj", subj, "-days", "365")  # fmt: skip
     for kind, curve in (("p256", "P-256"), ("p384", "P-384")):
         _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{curve}",
                  "-nodes", "-keyout", str(d / f"{kind}.key"), "-out", str(d / f"{kind}.pem"),
-                 "-subj", subj, "-days", "30")  # fmt: skip
+                 "-subj", subj, "-days", "365")  # fmt: skip
     _openssl("genpkey", "-algorithm", "X25519", "-out", str(d / "x25519.key"))
     _openssl("pkey", "-in", str(d / "x25519.key"), "-pubout", "-out", str(d / "x25519.pem"))
 

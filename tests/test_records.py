@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ossl_vault import records
 from ossl_vault.errors import FormatError, IntegrityError
-from ossl_vault.records import Index, Password, Recipient, Version, Wrap
+from ossl_vault.records import Index, Ledger, Password, Recipient, Version, Wrap
 
 # -- a real vault.tsv, made once per module through the CLI -----------------------
 
@@ -92,13 +92,14 @@ def _recipient(draw: st.DrawFn, real: Recipient, name: str) -> Recipient:
 
 
 @st.composite
-def _wrap(draw: st.DrawFn, name: str, version: int, recipient: str) -> Wrap:
+def _wrap(draw: st.DrawFn, name: str, version: int, recipient: str, fpr: str) -> Wrap:
     if draw(st.booleans()):
-        return Wrap(name, version, recipient, "rsa-oaep", draw(_some))
+        return Wrap(name, version, recipient, fpr, "rsa-oaep", draw(_some))
     return Wrap(
         name,
         version,
         recipient,
+        fpr,
         "ecdh",
         ct=draw(st.binary(min_size=48, max_size=48)),
         eph=draw(_some),
@@ -142,7 +143,10 @@ def indexes(draw: st.DrawFn, pool: list[Recipient]) -> Index:
                 tag=draw(st.binary(min_size=32, max_size=32)),
             )
             index.versions.setdefault(secret, []).append(v)
-            index.wraps[(secret, number)] = [draw(_wrap(secret, number, r)) for r in readers]
+            index.wraps[(secret, number)] = [
+                draw(_wrap(secret, number, r, index.recipients[r].fingerprint)) for r in readers
+            ]
+            index.ledger.setdefault(secret, []).append(Ledger(secret, number, "new", readers))
     return index
 
 
@@ -270,8 +274,8 @@ def test_base64_length_checked() -> None:
         ("recipient\trsa\t", 6),  # SPKI
         ("recipient\trsa\t", 7),  # CERT
         ("recipient\tbackup\t", 8),  # PRIV
-        ("wrap\tapp/token\t1\trsa\t", 5),  # rsa-oaep CT
-        ("wrap\tapp/token\t1\tx25519\t", 5),  # ecdh EPH
+        ("wrap\tapp/token\t1\trsa\t", 6),  # rsa-oaep CT
+        ("wrap\tapp/token\t1\tx25519\t", 6),  # ecdh EPH
     ],
 )
 def test_empty_base64_field_refused(real_tsv: bytes, prefix: str, field: int) -> None:
@@ -352,7 +356,7 @@ def test_missing_or_extra_wrap_refused(real_tsv: bytes) -> None:
     without = "\n".join([*lines[:n], *lines[n + 1 :]]).encode()
     with pytest.raises(FormatError, match="wraps"):
         records.parse(without)
-    orphan = real_tsv + b"wrap\tzzz\t1\trsa\trsa-oaep\tQQ==\n"
+    orphan = real_tsv + b"wrap\tzzz\t1\trsa\t" + b"0" * 64 + b"\trsa-oaep\tQQ==\n"
     with pytest.raises(FormatError, match="no secret line"):
         records.parse(orphan)
 

@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from ossl_vault import keys as keymod  # noqa: E402
+from ossl_vault import sharing  # noqa: E402
 from ossl_vault.vault import Vault  # noqa: E402
 
 KEYS = HERE / "keys"
@@ -51,7 +52,7 @@ def build(root: Path, recipients: list[str], passphrase: bool, password: bool,
     v = Vault(str(root))
     v.init([(r, keymod.from_file(str(KEYS / f"TEST-ONLY-{r}.pub.pem"))) for r in recipients])
     if passphrase:
-        v.add_passphrase("backup", PASSPHRASE.encode())
+        sharing.add_passphrase(v, "backup", PASSPHRASE.encode())
     v.put("app/token", value, None, PASSWORD.encode() if password else None)
 
 
@@ -81,9 +82,10 @@ def flip_fpr(root: Path) -> None:
     """Change one hex digit of the first recipient's fingerprint."""
     path = root / "vault.tsv"
     lines = path.read_text().split("\n")
-    f = lines[1].split("\t")
+    i = next(i for i, line in enumerate(lines) if line.startswith("recipient\t"))
+    f = lines[i].split("\t")
     f[3] = ("1" if f[3][0] == "0" else "0") + f[3][1:]
-    lines[1] = "\t".join(f)
+    lines[i] = "\t".join(f)
     path.write_text("\n".join(lines))
 
 
@@ -131,11 +133,11 @@ def main() -> None:
         ("mac-flipped", ["rsa"], False, False, "integrity failure",
          {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "secret", 15)),
         ("rsa-wrap-flipped", ["rsa"], False, False, "integrity failure",
-         {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "wrap", 5)),
+         {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "wrap", 6)),
         ("ecdh-wrap-mac-flipped", ["x25519"], False, False, "integrity failure",
-         {"identity": "TEST-ONLY-x25519.key"}, lambda r: flip_field(r, "wrap", 13)),
+         {"identity": "TEST-ONLY-x25519.key"}, lambda r: flip_field(r, "wrap", 14)),
         ("other-wrap-flipped", ["p256", "rsa"], False, False, "integrity failure",
-         {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "wrap", 12)),
+         {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "wrap", 13)),
         ("iv-flipped", ["rsa"], False, False, "integrity failure",
          {"identity": "TEST-ONLY-rsa.key"}, lambda r: flip_field(r, "secret", 9)),
         ("passphrase-key-flipped", ["rsa"], True, False, "integrity failure",
