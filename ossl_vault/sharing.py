@@ -228,8 +228,12 @@ def renew(vault: Vault, name: str, key: keys.PublicKey, ids: Identities) -> list
         raise NotFoundError(f"no recipient {name!r}")
     if old.kind in ("passphrase", "gpg"):
         raise UsageError(f"recipient {name!r} is a {old.kind} recipient, not a certificate or key")
-    if key.fingerprint == old.fingerprint:
-        raise UsageError(f"recipient {name!r} already has that key")
+    if key.fingerprint == old.fingerprint:  # a renewal that kept the key: new cert only
+        with vault.store.locked():
+            index = vault.store.read_index()
+            index.recipients[name] = replace(index.recipients[name], cert=key.cert)
+            vault.store.commit(index, {})
+        return []
     if any(r.fingerprint == key.fingerprint for r in index.recipients.values()):
         raise UsageError("that key is already a recipient")
     new = replace(old, kind=key.kind, fingerprint=key.fingerprint, spki=key.spki, cert=key.cert)
