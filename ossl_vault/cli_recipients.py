@@ -122,7 +122,9 @@ def recipient_rm(
 ) -> None:
     """Remove a recipient from every secret, re-encrypting each under a fresh key."""
     ids = obj.identities(passphrase_file, ask_passphrase)
-    changed = sharing.remove_recipient(obj.vault(), name, ids, force, keep_keys)
+    changed = sharing.remove_recipient(
+        obj.vault(), name, ids, force, keep_keys, password_source(password_file)
+    )
     how = "dropped its wraps from" if keep_keys else "re-encrypted"
     note(f"removed recipient {name!r}; {how} {len(changed)} secret(s)")
     if changed:

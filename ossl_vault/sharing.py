@@ -69,7 +69,12 @@ def _newest_with(index: Index, who: str) -> list[str]:
 
 
 def remove_recipient(
-    vault: Vault, name: str, ids: Identities, force: bool = False, keep_keys: bool = False
+    vault: Vault,
+    name: str,
+    ids: Identities,
+    force: bool = False,
+    keep_keys: bool = False,
+    password: PasswordSource | None = None,
 ) -> list[str]:
     """Drop a recipient from every secret, then from the vault; returns the secrets changed.
 
@@ -94,7 +99,7 @@ def remove_recipient(
         if keep_keys:
             _change_wraps(vault, secret, ids, add=[], drop={name})
         else:
-            vault.reencrypt(secret, ids, rest, set_access=secret in index.access)
+            vault.reencrypt(secret, ids, rest, password, set_access=secret in index.access)
     with vault.store.locked():
         index = vault.store.read_index()
         if _newest_with(index, name) != orphans:
