@@ -40,15 +40,57 @@ class Context:
         self.vault_dir = vault
         self.identity = identity
         self.lock_timeout = lock_timeout
+        self._vault: Vault | None = None
+        self.op = "-"
+        self.secret = "-"  # noqa: S105 (a secret's name)
+        self.version: int | None = None
 
     def vault(self) -> Vault:
-        return Vault(self.vault_dir, self.lock_timeout)
+        """The vault of this invocation; its audit records name the command."""
+        if self._vault is None:
+            ctx = click.get_current_context()
+            self.op = "-".join(ctx.command_path.split()[1:]) or "-"
+            self.secret = str(ctx.params.get("name") or "-")
+            number = ctx.params.get("number")
+            self.version = number if isinstance(number, int) else None
+            self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
+        return self._vault
+
+    def log_read(self, keys: list[str]) -> None:
+        """Record a read before its result is released (fails closed in 'required' mode)."""
+        vault = self.vault()
+        vault.store.log(vault.event(self.secret, vault.opened_version, keys))
+
+    def log_outcome(self, result: str) -> None:
+        """At exit: one record for a command that recorded nothing itself."""
+        vault = self._vault
+        if vault is None or not (vault.store.root / "audit.log").exists():
+            return
+        if not vault.store.logged:
+            event = vault.event(self.secret, self.version)
+            event.result = result
+            vault.store.log(event)
+        if vault.store.changes and result == "ok":
+            self.auto_checkpoint(vault)
+
+    def auto_checkpoint(self, vault: Vault) -> None:
+        """Sign a checkpoint after a change, when the vault asks and we can."""
+        from . import audit
+
+        log = audit.AuditLog(vault.store.root)
+        if not log.auto_checkpoint():
+            return
+        found = audit.signing_identity(vault.store.read_index(), self.identities().files)
+        if found is not None:
+            with vault.store.locked():
+                audit.write_checkpoint(log, *found)
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
         return sources.identities(self.identity, passphrase_file, ask)
 
 
 pass_ctx = click.make_pass_decorator(Context)
+_INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
 
 
 def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,6 +161,7 @@ def main_group(
     """
     os.umask(0o077)
     ctx.obj = Context(vault, identity, lock_timeout)
+    _INVOKED.append(ctx.obj)
 
 
 @main_group.command(epilog=EPILOG)
@@ -131,8 +174,25 @@ def main_group(
     help="A certificate or public key to encrypt to (repeatable); NAME defaults "
     "to the file name without extension.",
 )
+@click.option(
+    "--audit",
+    "audit_mode",
+    type=click.Choice(["required", "best-effort"]),
+    default="required",
+    show_default=True,
+    help="required: an operation whose audit record cannot be written fails (as "
+    "HashiCorp Vault does); best-effort: it goes ahead without the record.",
+)
+@click.option(
+    "--audit-checkpoints",
+    is_flag=True,
+    help="After each change, sign an audit checkpoint with the writer's RSA or EC "
+    "identity when it is a recipient.",
+)
 @pass_ctx
-def init(obj: Context, recipients: tuple[str, ...]) -> None:
+def init(
+    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool
+) -> None:
     """Create a vault directory (0700) with its first recipients."""
     pairs = []
     for spec in recipients:
@@ -141,7 +201,7 @@ def init(obj: Context, recipients: tuple[str, ...]) -> None:
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, keys.from_file(path)))
-    obj.vault().init(pairs)
+    obj.vault().init(pairs, audit_mode, audit_checkpoints)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
 
 
@@ -175,6 +235,9 @@ def put(
 @click.argument("name")
 @click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
 @click.option("--version", "number", type=click.IntRange(min=1), help="An older version.")
+@click.option("--clip", is_flag=True, help="Copy to the clipboard instead (wl-copy, xclip, xsel).")
+@click.option("--clip-seconds", type=click.IntRange(min=0), default=45, show_default=True,
+              help="Then restore the clipboard's old content (0: never).")  # fmt: skip
 @reader_options
 @pass_ctx
 def get(
@@ -182,14 +245,28 @@ def get(
     name: str,
     out: str | None,
     number: int | None,
+    clip: bool,
+    clip_seconds: int,
     passphrase_file: str | None,
     ask_passphrase: bool,
     password_file: str | None,
 ) -> None:
     """Print the value of NAME, exactly the stored bytes, after checking its integrity."""
-    ids = obj.identities(passphrase_file, ask_passphrase)
-    value = obj.vault().get(name, ids, number, password_source(password_file))
-    if out is not None:
+    if clip and out is not None:
+        raise click.UsageError("--clip and --out do not go together")
+    from .cli_scripts import get_via_agent  # the agent first when $OSSL_VAULT_AGENT is set
+
+    value = get_via_agent(obj.vault_dir, name, number, password_file)
+    if value is None:  # no agent, or it holds no key for this: read it here
+        ids = obj.identities(passphrase_file, ask_passphrase)
+        vault = obj.vault()
+        value = vault.get(name, ids, number, password_source(password_file))
+        obj.log_read([vault.opened_with] if vault.opened_with else [])
+    if clip:
+        from .cli_transfer import clip_value
+
+        clip_value(name, value, clip_seconds)
+    elif out is not None:
         sources.write_out(out, value)
     else:
         sys.stdout.buffer.write(value)
@@ -323,16 +400,33 @@ def fsck(
     note("vault is consistent")
 
 
-from . import cli_recipients  # noqa: E402  (its commands join the group)
+from . import cli_audit, cli_recipients, cli_scripts  # noqa: E402  (their commands join)
 
 cli_recipients.register(main_group)
+cli_audit.register(main_group)
+cli_scripts.register(main_group)
+
+from . import cli_recovery  # noqa: E402  (its commands join the group)
+
+cli_recovery.register(main_group)
+
+from . import cli_transfer  # noqa: E402  (its commands join the group)
+
+cli_transfer.register(main_group)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and turn every failure into one line and an exit code."""
     try:
         main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
+        for obj in _INVOKED:
+            obj.log_outcome("ok")
     except VaultError as e:
+        for obj in _INVOKED:
+            try:
+                obj.log_outcome(f"exit={e.exit_code}:{type(e).__name__}")
+            except VaultError:
+                pass  # already failing: the first error is the one to report
         fail(e.message, e.hint, e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else "", err=True)

@@ -160,6 +160,27 @@ def pkcs8_decrypt(der: bytes, passphrase: bytes) -> bytes:
         return openssl(args, pass_fds=[kfd, pfd], what="openssl pkey -passin")
 
 
+def sign(key: str | bytes, data: bytes) -> bytes:
+    """A SHA-256 signature by an RSA or EC private key (``openssl dgst -sign``)."""
+    with key_arg(key) as (name, fds):
+        args = ["dgst", "-sha256", "-sign", name, "-binary"]
+        return openssl(args, stdin=data, pass_fds=fds, what="openssl dgst -sign")
+
+
+def verify(spki_der: bytes, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is a SHA-256 signature of ``data`` by the key."""
+    from .proc import OpensslFailed
+
+    with SecretFds(spki_der) as (kfd,), SecretFds(signature) as (sfd,):
+        args = ["dgst", "-sha256", "-verify", f"/dev/fd/{kfd}", "-keyform", "DER",
+                "-signature", f"/dev/fd/{sfd}"]  # fmt: skip
+        try:
+            openssl(args, stdin=data, pass_fds=[kfd, sfd], what="openssl dgst -verify")
+        except OpensslFailed:
+            return False
+    return True
+
+
 def sha256_hex(data: bytes) -> str:
     """Lowercase hex SHA-256 (what ``sha256sum`` prints)."""
     return hashlib.sha256(data).hexdigest()

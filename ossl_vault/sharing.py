@@ -23,7 +23,7 @@ def add_recipient(vault: Vault, name: str, key: keys.PublicKey, default: bool = 
     with vault.store.locked():
         index = vault.store.read_index()
         r = vault.add_key(index, name, key, default)
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
     return r
 
 
@@ -37,7 +37,7 @@ def add_passphrase(vault: Vault, name: str, passphrase: bytes, default: bool = T
     with vault.store.locked():
         index = vault.store.read_index()
         r = vault.add_key(index, name, key, default, private)
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
     return r
 
 
@@ -60,7 +60,7 @@ def add_github(vault: Vault, name: str, user: str, default: bool = True) -> list
     with vault.store.locked():
         index = vault.store.read_index()
         added = [vault.add_key(index, n, key, default) for n, key in zip(names, found, strict=True)]
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint for r in added]))
     return added
 
 
@@ -104,12 +104,12 @@ def remove_recipient(
         index = vault.store.read_index()
         if _newest_with(index, name) != orphans:
             raise VaultError(f"secrets of {name!r} changed meanwhile", hint="run it again")
-        index.recipients.pop(name, None)
+        gone = index.recipients.pop(name)
         for orphan in orphans:
             vault.drop(index, orphan)
         for secret, who in list(index.access.items()):
             index.access[secret] = tuple(r for r in who if r != name)
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(keys=[gone.fingerprint]))
     return changed
 
 
@@ -132,7 +132,7 @@ def _change_wraps(
         if (now.version, now.tag) != (v.version, v.tag):
             raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
         vault.rewrap(index, name, dk, ct, new, drop)
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(name, v.version, [w.fingerprint for w in new]))
     return index
 
 
@@ -148,12 +148,17 @@ def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[st
     index = vault.store.read_index()
     v = vault.version(name, None, index)
     new = [r for r in _recipients(index, users) if r.name not in v.recipients]
-    if new:
-        _change_wraps(vault, name, ids, add=new, drop=set())
+    dk, ct = vault.open(index, v, ids)  # only a reader may share, even with nobody new
+    wraps = [wrap(r, dk) for r in new]
     with vault.store.locked():
         index = vault.store.read_index()
+        now = vault.version(name, None, index)
+        if (now.version, now.tag) != (v.version, v.tag):
+            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+        vault.rewrap(index, name, dk, ct, wraps, set())
         index.access[name] = vault.version(name, None, index).recipients
-        vault.store.commit(index, {})
+        event = vault.event(name, v.version, [w.fingerprint for w in wraps])
+        vault.store.commit(index, {}, event)
     return [r.name for r in new]
 
 
@@ -237,7 +242,7 @@ def renew(vault: Vault, name: str, key: keys.PublicKey, ids: Identities) -> list
         with vault.store.locked():
             index = vault.store.read_index()
             index.recipients[name] = replace(index.recipients[name], cert=key.cert)
-            vault.store.commit(index, {})
+            vault.store.commit(index, {}, vault.event(keys=[key.fingerprint]))
         return []
     if any(r.fingerprint == key.fingerprint for r in index.recipients.values()):
         raise UsageError("that key is already a recipient")
@@ -251,7 +256,7 @@ def renew(vault: Vault, name: str, key: keys.PublicKey, ids: Identities) -> list
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed during the renewal", hint="run it again")
-        vault.store.commit(index, {})
+        vault.store.commit(index, {}, vault.event(keys=[old.fingerprint, key.fingerprint]))
     return secrets
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .audit import AuditLog, Event
 from .crypto import sha256_hex
 from .errors import BusyError, IntegrityError, NotFoundError, OperationError, UsageError
 from .records import Index, parse
@@ -22,6 +23,7 @@ from .records import Index, parse
 INDEX = "vault.tsv"
 BLOBS = "blobs"
 LOCK = ".lock"
+AUDIT_LOCK = ".audit.lock"
 TMP_PREFIX = ".tmp."
 DEFAULT_LOCK_TIMEOUT = 60.0
 
@@ -54,9 +56,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 class Store:
     """A vault directory: reads its index and blobs, writes them under the lock."""
 
-    def __init__(self, root: str | os.PathLike[str], lock_timeout: float | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], lock_timeout: float | None = None, op: str = "api"
+    ) -> None:
         self.root = Path(root)
         self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        self.op = op  # the operation audit records name
+        self.logged = 0  # records this process appended
+        self.changes = 0  # commits this process made
+        self.audit_skipped = 0  # records a best-effort log could not take
 
     @property
     def index_path(self) -> Path:
@@ -66,7 +74,7 @@ class Store:
         return self.index_path.is_file()
 
     def create(self) -> None:
-        """Make the directory (0700), blobs/ and an empty index; refuse an existing vault."""
+        """Make the directory (0700) and blobs/; refuse an existing vault."""
         if self.exists():
             raise UsageError(f"a vault already exists at '{self.root}'")
         try:
@@ -134,16 +142,69 @@ class Store:
         finally:
             lock.release()
 
-    def commit(self, index: Index, blobs: dict[str, bytes]) -> None:
-        """Under the lock: write new blobs, then the index, then drop garbage."""
+    def commit(self, index: Index, blobs: dict[str, bytes], event: Event | None = None) -> None:
+        """Under the lock: write new blobs, the audit record, then the index; drop garbage.
+
+        The record goes first, so a crash never leaves a change without one;
+        a record whose change did not land is marked by the next writer.
+        """
+        data = index.serialize()
         try:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
-            for digest, data in blobs.items():
-                atomic_write(self.root / BLOBS / digest, data)
-            atomic_write(self.index_path, index.serialize())
+            for digest, blob in blobs.items():
+                atomic_write(self.root / BLOBS / digest, blob)
+            self._audit(event or Event(self.op), sha256_hex(data), changes=True)
+            atomic_write(self.index_path, data)
+            self.changes += 1
         except OSError as e:
             raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
         self.collect_garbage(index)
+
+    def _audit(self, event: Event, index_hash: str, changes: bool) -> None:
+        """Append a record; in 'required' mode a failure to log fails the operation."""
+        log = AuditLog(self.root)
+        mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
+        with self._audit_lock():
+            self._append(log, mode, event, index_hash, changes)
+
+    def _append(
+        self, log: AuditLog, mode: str, event: Event, index_hash: str, changes: bool
+    ) -> None:
+        try:
+            if changes and self.exists():
+                current = sha256_hex(self.index_path.read_bytes())
+                if log.last_change() not in (None, current):
+                    log.append(Event("incomplete", result="last-change-did-not-land"), current)
+            log.append(event, index_hash if changes else "-")
+            self.logged += 1
+        except OperationError:
+            if mode == "required":
+                raise
+            self.audit_skipped += 1
+
+    def log(self, event: Event) -> None:
+        """Record an operation that changed nothing (a read, a failure).
+
+        Only the audit log's own lock is taken, so reads do not wait for writers.
+        """
+        if not self.exists():
+            raise NotFoundError(f"no vault at '{self.root}'")
+        self._audit(event, "-", changes=False)
+
+    @contextmanager
+    def _audit_lock(self) -> Iterator[None]:
+        """Serialize appends to audit.log (taken inside the vault lock by writers)."""
+        import filelock
+
+        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BusyError(f"the audit log of '{self.root}' is busy") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def garbage(self, index: Index) -> list[Path]:
         """Blobs no record names, and temporary files of dead writers."""

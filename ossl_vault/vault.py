@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from . import crypto, keys
+from .audit import AuditLog, Event
 from .errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
 from .proc import OpensslFailed
 from .records import (
@@ -111,13 +112,20 @@ def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> S
 class Vault:
     """One vault directory."""
 
-    def __init__(self, path: str, lock_timeout: float | None = None) -> None:
-        self.store = Store(path, lock_timeout)
+    def __init__(self, path: str, lock_timeout: float | None = None, op: str = "api") -> None:
+        self.store = Store(path, lock_timeout, op)
+        self.opened_with: str | None = None  # the key fingerprint of the last wrap opened
+        self.opened_version: int | None = None
 
     # -- set-up and recipients -------------------------------------------------
 
-    def init(self, recipients: list[tuple[str, keys.PublicKey]]) -> None:
-        """Create the vault with its first (default) recipients."""
+    def init(
+        self,
+        recipients: list[tuple[str, keys.PublicKey]],
+        audit_mode: str = "required",
+        auto_checkpoint: bool = False,
+    ) -> None:
+        """Create the vault with its first (default) recipients and its audit log."""
         index = Index()
         for name, key in recipients:
             self.add_key(index, name, key, default=True)
@@ -125,7 +133,9 @@ class Vault:
         with self.store.locked(creating=True):
             if self.store.exists():
                 raise UsageError(f"a vault already exists at '{self.store.root}'")
-            self.store.commit(index, {})
+            AuditLog(self.store.root).create(audit_mode, auto_checkpoint)
+            fprs = tuple(r.fingerprint for r in index.recipients.values())
+            self.store.commit(index, {}, Event("init", keys=fprs))
 
     def add_key(
         self,
@@ -147,7 +157,7 @@ class Vault:
             if other.fingerprint == key.fingerprint:
                 raise UsageError(f"that key is already recipient {other.name!r}")
         kind = "passphrase" if private is not None else key.kind
-        fpr = fingerprint(key.spki, private)
+        fpr = key.fpr or fingerprint(key.spki, private)
         r = Recipient(name, kind, fpr, now(), default, key.spki, key.cert, private)
         index.recipients[name] = r
         return r
@@ -227,8 +237,14 @@ class Vault:
 
     def _commit_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
         number = self._add_version(index, name, sealed, origin)
-        self.store.commit(index, {sealed.version.blob: sealed.ct})
+        event = self.event(name, number, [w.fingerprint for w in sealed.wraps])
+        self.store.commit(index, {sealed.version.blob: sealed.ct}, event)
         return number
+
+    def event(self, name: str = "-", number: int | None = None, keys: Iterable[str] = ()) -> Event:
+        """An audit event for this vault's current operation."""
+        version = "-" if number is None else str(number)
+        return Event(self.store.op, name, version, tuple(keys))
 
     def _add_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
         """Append a sealed value as the next version of ``name``; keep the last ten.
@@ -295,6 +311,7 @@ class Vault:
         """Decrypt a version after checking its integrity; the exact stored bytes."""
         index = self.store.read_index()
         v = self.version(name, number, index)
+        self.opened_version = v.version
         dk, ct = self.open(index, v, ids)
         return self._decrypt(v, dk, ct, password)
 
@@ -302,6 +319,7 @@ class Vault:
         """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""
         wraps = index.wraps[(v.name, v.version)]
         identity, w = self._match(index, v, wraps, ids)
+        self.opened_with = w.fingerprint
         if identity.fingerprint == w.fingerprint:
             dk = unwrap(identity, w)
         else:  # see _probe: a damaged FPR, or a wrap for an earlier key of this name
@@ -311,6 +329,14 @@ class Vault:
                 raise AccessDenied(
                     f"no usable identity for {v.name!r}", hint=self._who(index, v, ids)
                 ) from None
+        return dk, self.open_with_key(index, v, dk)
+
+    def open_with_key(self, index: Index, v: Version, dk: bytes) -> bytes:
+        """Check blob hash and record MAC with a data key already unwrapped: the ciphertext.
+
+        The agent's path for a data key it holds; ``open`` ends here too.
+        """
+        wraps = index.wraps[(v.name, v.version)]
         try:
             ct = self.store.read_blob(v.blob)
         except IntegrityError:
@@ -324,7 +350,7 @@ class Vault:
             raise IntegrityError(
                 f"secret {v.name!r} version {v.version} failed its integrity check"
             )
-        return dk, ct
+        return ct
 
     def _gone(self, v: Version) -> bool:
         versions = self.store.read_index().versions.get(v.name, [])
@@ -455,7 +481,7 @@ class Vault:
             if name not in index.versions:
                 raise NotFoundError(f"no secret {name!r}")
             count = self.drop(index, name)
-            self.store.commit(index, {})
+            self.store.commit(index, {}, self.event(name))
         return count
 
     @staticmethod

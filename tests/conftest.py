@@ -84,12 +84,18 @@ class VaultDir:
         return r
 
     def snapshot(self) -> dict[str, bytes]:
-        """Every file of the vault (lock file aside): to prove nothing changed."""
+        """Every file of the vault but the lock and the audit log: to prove nothing
+        changed (a failed operation still appends its audit record, by design)."""
         return {
             str(p.relative_to(self.path)): p.read_bytes()
             for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.name != ".lock"
+            if p.is_file() and p.name not in (".lock", ".audit.lock", "audit.log", "audit.checkpoint")
         }
+
+    def audit(self) -> list[list[str]]:
+        """The audit records, as field lists."""
+        lines = (self.path / "audit.log").read_text().splitlines()[1:]
+        return [line.split("\t") for line in lines]
 
 
 def clean_env(tmp: Path) -> dict[str, str]:
