@@ -31,7 +31,10 @@ _REFUSED = {
     bytes.fromhex("2b656f"): "X448",
     bytes.fromhex("2b81040023"): "EC P-521",
 }
-CURVE_OF_KIND = {"p256": "P-256", "p384": "P-384", "x25519": "X25519", "passphrase": "X25519"}
+CURVE_OF_KIND = {
+    "p256": "P-256", "p384": "P-384", "x25519": "X25519", "passphrase": "X25519",
+    "recovery": "X25519",
+}  # fmt: skip
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
 
 

@@ -24,7 +24,7 @@ MAX_INDEX = 256 * 1024 * 1024
 MAX_NAME = 128
 MAX_RECIPIENT = 64
 MAX_ITER = 10_000_000
-KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg")
+KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg", "recovery")
 ORIGINS = ("new", "same")
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
 _RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
@@ -282,7 +282,7 @@ def _check_recipient(r: Recipient) -> None:
                 raise FormatError(f"recipient {r.name!r}: key iterations {count} out of range")
     except (UsageError, ValueError) as e:
         raise IntegrityError(f"recipient {r.name!r}: {e}") from None
-    if kind != ("x25519" if r.kind == "passphrase" else r.kind):
+    if kind != ("x25519" if r.kind in ("passphrase", "recovery") else r.kind):
         raise IntegrityError(f"recipient {r.name!r} is {r.kind!r} but holds a {kind} key")
 
 

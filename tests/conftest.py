@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ossl_vault"]
 KINDS = ("rsa", "p256", "p384", "x25519")
+NOT_DATA = (".lock", ".audit.lock", "audit.log", "audit.checkpoint")  # change on every command
 
 
 def _openssl(*args: str) -> None:
@@ -89,7 +90,7 @@ class VaultDir:
         return {
             str(p.relative_to(self.path)): p.read_bytes()
             for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.name not in (".lock", ".audit.lock", "audit.log", "audit.checkpoint")
+            if p.is_file() and p.name not in NOT_DATA
         }
 
     def audit(self) -> list[list[str]]:
