@@ -9,18 +9,17 @@ committed, so concurrent writers serialize without losing updates.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 
 from . import crypto, keys
 from .audit import AuditLog, Event
 from .errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
+from .matching import match, who
 from .proc import OpensslFailed
 from .records import (
     Index,
     Ledger,
-    Password,
     Recipient,
     Version,
     Wrap,
@@ -29,84 +28,34 @@ from .records import (
     fingerprint,
     line_of,
 )
+from .seal import (
+    KEEP_VERSIONS,
+    MAX_VALUE,
+    VALUE_ENC,
+    VALUE_MAC,
+    Identities,
+    PasswordSource,
+    Sealed,
+    check_password,
+    exposure,
+    now,
+    record_mac,
+    seal,
+)
 from .store import Store
-from .wrapping import Identity, unlock_passphrase, unwrap, wrap
+from .wrapping import unwrap
 
-MAX_VALUE = 1024 * 1024
-KEEP_VERSIONS = 10
-VALUE_ENC = "ossl-vault/v1/value-enc"
-VALUE_MAC = "ossl-vault/v1/value-mac"
-
-PasswordSource = Callable[[str], bytes]  # asked with the secret's name
-
-
-def exposure(ledger: list[Ledger]) -> set[str]:
-    """Everyone who could read the current value: back to the last version a user gave."""
-    seen: set[str] = set()
-    for entry in reversed(ledger):
-        seen |= set(entry.readers)
-        if entry.origin == "new":
-            break
-    return seen
-
-
-def now() -> str:
-    """UTC time as format.md writes it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def check_password(password: bytes, what: str = "password") -> bytes:
-    """A password or passphrase must fit on one line of an openssl -pass fd."""
-    if not password:
-        raise UsageError(f"{what} is empty")
-    if b"\n" in password or b"\r" in password or b"\0" in password:
-        raise UsageError(f"{what} must not contain a newline or NUL byte")
-    if len(password) > crypto.MAX_PASSWORD:
-        raise UsageError(f"{what} is longer than {crypto.MAX_PASSWORD} bytes")
-    return password
-
-
-@dataclass
-class Identities:
-    """Where a reader's keys come from: key files, and a passphrase asked on demand."""
-
-    files: list[Identity]
-    passphrase: Callable[[], bytes | None] | None = None
-    searched: str = ""  # for hints: which paths were looked at
-    gpg: bool = True  # try the reader's GnuPG keyring for gpg wraps
-
-
-@dataclass
-class Sealed:
-    """A value encrypted for some recipients, before its version number is known."""
-
-    version: Version
-    wraps: list[Wrap]
-    ct: bytes
-    mac_key: bytes
-
-
-def record_mac(mac_key: bytes, v: Version, wraps: Iterable[Wrap], ct: bytes) -> bytes:
-    """The record MAC of format.md section 5."""
-    lines = sorted(line_of(w.fields()) for w in wraps)
-    message = (line_of(v.signed_fields()) + "".join(lines)).encode("ascii") + ct
-    return crypto.mac(mac_key, message)
-
-
-def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> Sealed:
-    """Encrypt ``value`` under a fresh data key and wrap that key for each recipient."""
-    extra = crypto.SALT_LEN if password is not None else 0
-    r = crypto.rand(crypto.KEY_LEN + crypto.SALT_LEN + crypto.IV_LEN + extra)
-    dk, salt, iv, pw_salt = r[:32], r[32:40], r[40:56], r[56:]
-    ikm, pw = dk, None
-    if password is not None:
-        pk, check = crypto.pbkdf2(password, pw_salt, crypto.PASSWORD_ITER)
-        ikm, pw = dk + pk, Password(crypto.PASSWORD_ITER, pw_salt, check)
-    ct = crypto.enc(value, crypto.hkdf(ikm, VALUE_ENC).hex(), salt, iv)
-    names = tuple(sorted(r.name for r in recipients))
-    version = Version("-", 0, now(), crypto.ENC_ITER, salt, iv, pw, crypto.sha256_hex(ct), names)
-    wraps = [wrap(r, dk) for r in sorted(recipients, key=lambda r: r.name)]
-    return Sealed(version, wraps, ct, crypto.hkdf(dk, VALUE_MAC))
+__all__ = [
+    "MAX_VALUE",
+    "Identities",
+    "PasswordSource",
+    "Vault",
+    "check_password",
+    "exposure",
+    "now",
+    "record_mac",
+    "seal",
+]
 
 
 class Vault:
@@ -318,7 +267,7 @@ class Vault:
     def open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
         """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""
         wraps = index.wraps[(v.name, v.version)]
-        identity, w = self._match(index, v, wraps, ids)
+        identity, w = match(index, v, wraps, ids)
         self.opened_with = w.fingerprint
         if identity.fingerprint == w.fingerprint:
             dk = unwrap(identity, w)
@@ -327,7 +276,7 @@ class Vault:
                 dk = unwrap(identity, w)
             except IntegrityError:
                 raise AccessDenied(
-                    f"no usable identity for {v.name!r}", hint=self._who(index, v, ids)
+                    f"no usable identity for {v.name!r}", hint=who(index, v, ids)
                 ) from None
         return dk, self.open_with_key(index, v, dk)
 
@@ -355,83 +304,6 @@ class Vault:
     def _gone(self, v: Version) -> bool:
         versions = self.store.read_index().versions.get(v.name, [])
         return all(other.blob != v.blob for other in versions)
-
-    def _match(
-        self, index: Index, v: Version, wraps: list[Wrap], ids: Identities
-    ) -> tuple[Identity, Wrap]:
-        """The identity and wrap to open: matched by the key fingerprint on each wrap."""
-        by_fpr = {w.fingerprint: w for w in wraps}
-        for identity in ids.files:
-            if identity.fingerprint in by_fpr:
-                return identity, by_fpr[identity.fingerprint]
-        lockable = [
-            index.recipients[w.recipient]
-            for w in wraps
-            if w.recipient in index.recipients
-            and index.recipients[w.recipient].kind == "passphrase"
-            and index.recipients[w.recipient].fingerprint == w.fingerprint
-        ]
-        if lockable and ids.passphrase is not None:
-            passphrase = ids.passphrase()
-            if passphrase is not None:
-                for r in lockable:
-                    identity = unlock_passphrase(r, passphrase)
-                    if identity:
-                        return identity, by_fpr[r.fingerprint]
-                raise AccessDenied(f"wrong passphrase for {v.name!r}")
-        found = self._gpg_identity(wraps) if ids.gpg else None
-        if found:
-            return found
-        found = self._probe(index, wraps, ids)
-        if found:
-            return found
-        raise AccessDenied(f"no usable identity for {v.name!r}", hint=self._who(index, v, ids))
-
-    @staticmethod
-    def _probe(index: Index, wraps: list[Wrap], ids: Identities) -> tuple[Identity, Wrap] | None:
-        """A wrap labelled with the name of the recipient whose current key we hold.
-
-        Its FPR differs from ours: either the version was wrapped for an
-        earlier key of that recipient (it will not open: access denied), or
-        the FPR was damaged (it opens, and the record MAC, which covers the
-        whole wrap line, reports the damage as an integrity failure).
-        """
-        for identity in ids.files:
-            for w in wraps:
-                r = index.recipients.get(w.recipient)
-                if r is not None and r.fingerprint == identity.fingerprint:
-                    return identity, w
-        return None
-
-    @staticmethod
-    def _gpg_identity(wraps: list[Wrap]) -> tuple[Identity, Wrap] | None:
-        """A gpg wrap whose secret key the reader's GnuPG keyring holds."""
-        gpg_wraps = [w for w in wraps if w.scheme == "gpg"]
-        if not gpg_wraps:
-            return None
-        from . import gpg
-
-        for w in gpg_wraps:
-            try:
-                if gpg.has_secret_key(w.fingerprint):
-                    return Identity(f"gpg key {w.fingerprint}", None, w.fingerprint), w
-            except VaultError:
-                return None  # no gpg here: not an identity source
-        return None
-
-    @staticmethod
-    def _who(index: Index, v: Version, ids: Identities) -> str:
-        """The hint of an access denial: who can read it, and why we cannot."""
-        hint = "readable by: " + ", ".join(v.recipients)
-        mine = {i.fingerprint for i in ids.files if i.key is not None}
-        renewed = [n for n in v.recipients if index.recipients.get(n) and
-                   index.recipients[n].fingerprint in mine]  # fmt: skip
-        if renewed:
-            hint += f"; version {v.version} was wrapped for an earlier key of {renewed[0]!r}"
-        elif any(index.recipients.get(n) and index.recipients[n].kind == "passphrase"
-                 for n in v.recipients):  # fmt: skip
-            hint += " (give --passphrase-file FILE for a passphrase recipient)"
-        return hint
 
     def _decrypt(self, v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
         ikm = dk

@@ -48,6 +48,8 @@ def materialize(v: Vector, tmp: Path) -> tuple[Path, list[str], list[str]]:
     root = tmp / "vault"
     (root / "blobs").mkdir(parents=True)
     (root / "vault.tsv").write_bytes(v.vault)
+    # vectors are about vault.tsv and blobs; the CLI also wants an audit log to append to
+    (root / "audit.log").write_text("ossl-vault-audit\t1\trequired\t-\n")
     for name, data in v.blobs.items():
         (root / "blobs" / name).write_bytes(data)
     cli: list[str] = []
