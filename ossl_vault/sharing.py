@@ -236,7 +236,11 @@ def renew(vault: Vault, name: str, key: keys.PublicKey, ids: Identities) -> list
     old = index.recipients.get(name)
     if old is None:
         raise NotFoundError(f"no recipient {name!r}")
-    if old.kind in ("passphrase", "gpg"):
+    if old.kind == "recovery" and key.kind != "recovery":
+        raise UsageError(
+            "the recovery recipient is renewed by its quorum", hint="ossl-vault recovery rotate"
+        )
+    if old.kind in ("passphrase", "gpg") or key.kind == "recovery" != old.kind:
         raise UsageError(f"recipient {name!r} is a {old.kind} recipient, not a certificate or key")
     if key.fingerprint == old.fingerprint:  # a renewal that kept the key: new cert only
         with vault.store.locked():

@@ -145,14 +145,18 @@ class Vault:
     def _resolve(
         self, index: Index, to: list[str] | None, name: str | None = None
     ) -> list[Recipient]:
-        """Who a value is for: ``to``, else the secret's own list, else the defaults."""
+        """Who a value is for: ``to``, else the secret's own list, else the defaults.
+
+        A recovery-key recipient is always added: the quorum opens every secret.
+        """
         if not to and name in index.access:
             to = [n for n in index.access[name] if n in index.recipients]
         if to:
             missing = [n for n in to if n not in index.recipients]
             if missing:
                 raise NotFoundError(f"no recipient {missing[0]!r}")
-            return sorted({index.recipients[n] for n in to}, key=lambda r: r.name)
+            quorum = [r.name for r in index.recipients.values() if r.kind == "recovery"]
+            return sorted({index.recipients[n] for n in [*to, *quorum]}, key=lambda r: r.name)
         chosen = sorted((r for r in index.recipients.values() if r.default), key=lambda r: r.name)
         if not chosen:
             raise UsageError(

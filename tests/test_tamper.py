@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import KINDS, Result, VaultDir
 
-from ossl_vault import vault as vault_module
+from ossl_vault import matching
 from ossl_vault.errors import IntegrityError, VaultError
 from ossl_vault.store import Store
 from ossl_vault.vault import Identities, Vault
@@ -396,7 +396,7 @@ def test_every_byte_flip_fails_closed_password_library(
     # Unlocking runs PBKDF2 at 600000 iterations (a quarter second): remember its
     # result for the untouched recipient line instead of redoing it per flip.
     # Everything else on the passphrase path runs as it would.
-    monkeypatch.setattr(vault_module, "unlock_passphrase", functools.cache(unlock_passphrase))
+    monkeypatch.setattr(matching, "unlock_passphrase", functools.cache(unlock_passphrase))
     bench = Workbench(v.path, tmp_path / "work")
     by_key = file_identity(v.keydir, "rsa")
     by_passphrase = Identities([], passphrase=lambda: passphrase)
