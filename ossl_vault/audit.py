@@ -30,6 +30,10 @@ MODES = ("required", "best-effort")
 FIELDS = 13
 ZERO = "0" * 64
 _SAFE = re.compile(r"[^A-Za-z0-9._@+:/=,-]")
+_PRINTABLE = re.compile(r"[\t\x20-\x7e]*\Z")
+TIME = re.compile(r"\d{4}(-\d\d(-\d\d(T\d\d(:\d\d(:\d\dZ?)?)?)?)?)?\Z")
+_COUNT = re.compile(r"[1-9][0-9]*\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 CHECKPOINT_LABEL = "ossl-vault-audit checkpoint"
 
 
@@ -115,13 +119,13 @@ class AuditLog:
     def read(self) -> tuple[list[str], str]:
         """The header fields and the whole text; FormatError if it is not a log."""
         try:
-            text = self.path.read_bytes().decode("ascii")
+            text = self.path.read_bytes().decode("ascii", "surrogateescape")
         except FileNotFoundError:
             raise IntegrityError(
                 f"the audit log '{self.path}' is missing", hint="restore it from a backup"
             ) from None
-        except UnicodeDecodeError:
-            raise FormatError("the audit log is not ASCII") from None
+        except OSError as e:
+            raise OperationError(f"cannot read the audit log '{self.path}': {e.strerror}") from e
         first = text.split("\n", 1)[0].split("\t")
         if len(first) != 4 or first[0] != MAGIC or first[2] not in MODES:
             raise FormatError("the audit log has a bad header")
@@ -209,7 +213,7 @@ def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verd
     problems: list[str] = []
     for n in range(1, len(lines)):
         f = lines[n].split("\t")
-        if len(f) != FIELDS:
+        if len(f) != FIELDS or "" in f or not _PRINTABLE.match(lines[n]):
             problems.append(f"record {n} is malformed")
             break
         if f[0] != str(n):
@@ -235,10 +239,10 @@ def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],
                       verify_sig: object) -> int | None:  # fmt: skip
     try:
         f = log.checkpoint_path.read_text("ascii").rstrip("\n").split("\t")
+        if len(f) != 4 or not _COUNT.match(f[0]) or not _HEX64.match(f[1]):
+            raise ValueError("fields")
         count, head_hash, signer = int(f[0]), f[1], f[2]
         sig = base64.b64decode(f[3], validate=True)
-        if len(f) != 4:
-            raise ValueError("fields")
     except (OSError, ValueError, IndexError, UnicodeDecodeError):
         problems.append("audit.checkpoint is malformed")
         return None

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__, keys, sources
-from .errors import EXIT_CODES, USAGE, VaultError
+from .errors import EXIT_CODES, USAGE, IntegrityError, VaultError
 from .vault import Identities, Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -54,6 +54,11 @@ class Context:
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
+            log = self._vault.store.root / "audit.log"
+            if self._vault.store.exists() and not log.exists():
+                raise IntegrityError(
+                    f"the audit log '{log}' is missing", hint="restore it from a backup"
+                )
         return self._vault
 
     def log_read(self, keys: list[str]) -> None:
@@ -64,9 +69,9 @@ class Context:
     def log_outcome(self, result: str) -> None:
         """At exit: one record for a command that recorded nothing itself."""
         vault = self._vault
-        if vault is None or not (vault.store.root / "audit.log").exists():
-            return
-        if not vault.store.logged:
+        if vault is None or not vault.store.exists():
+            return  # no vault: nowhere to log (a missing audit log is refused by store.log)
+        if not vault.store.logged or result != "ok":
             event = vault.event(self.secret, self.version)
             event.result = result
             vault.store.log(event)
@@ -396,7 +401,7 @@ def fsck(
         click.echo(f"{level}: {message}", err=True)
     errors = sum(1 for level, _ in problems if level == "error")
     if errors:
-        fail(f"{errors} record(s) failed the check", None, 5)
+        raise IntegrityError(f"{errors} record(s) failed the check")
     note("vault is consistent")
 
 

@@ -7,8 +7,8 @@ import json
 import click
 
 from . import audit
-from .cli import EPILOG, Context, fail, note, pass_ctx
-from .errors import AccessDenied, UsageError
+from .cli import EPILOG, Context, note, pass_ctx
+from .errors import AccessDenied, IntegrityError, UsageError
 
 
 @click.command("audit", epilog=EPILOG)
@@ -33,6 +33,10 @@ def audit_cmd(
     signs the log's count and head with your RSA or EC identity."""
     if len(args) > 1:
         raise UsageError("give at most one of NAME, 'verify' or 'checkpoint'")
+    if since is not None and not audit.TIME.match(since):
+        raise UsageError(
+            f"invalid time {since!r}", hint="give UTC as YYYY-MM-DDTHH:MM:SSZ (or a prefix of it)"
+        )
     vault = obj.vault()
     log = audit.AuditLog(vault.store.root)
     if args == ("verify",):
@@ -40,7 +44,9 @@ def audit_cmd(
         check = audit.signature_checker(vault.store.read_index())
         verdict = audit.verify(log, index_bytes, check)
         if verdict.problems:
-            fail(verdict.problems[0], "the log or the vault was changed outside ossl-vault", 5)
+            raise IntegrityError(
+                verdict.problems[0], hint="the log or the vault was changed outside ossl-vault"
+            )
         covered = f", checkpoint covers {verdict.checkpoint}" if verdict.checkpoint else ""
         note(f"audit log holds: {verdict.records} record(s){covered}")
         return
