@@ -16,7 +16,7 @@ from .proc import SecretFds, openssl
 CIPHER = "aes-256-cbc"
 KDF = "pbkdf2"
 DIGEST = "sha256"
-ENC_ITER = 10_000  # the enc password is a 256-bit key: iterations add no strength
+ENC_ITER = 1_000  # the enc password is a 256-bit key: iterations add no strength
 PASSWORD_ITER = 600_000  # OWASP 2023 floor for PBKDF2-HMAC-SHA256
 SALT_LEN = 8  # the most `openssl enc -S` takes
 IV_LEN = 16

@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from ossl_vault import keys as keymod  # noqa: E402
 from ossl_vault import sharing  # noqa: E402
+from ossl_vault.crypto import ENC_ITER  # noqa: E402
 from ossl_vault.vault import Vault  # noqa: E402
 
 KEYS = HERE / "keys"
@@ -145,7 +146,7 @@ def main() -> None:
         ("recipient-fpr-flipped", ["rsa"], False, False, "integrity failure",
          {"identity": "TEST-ONLY-rsa.key"}, flip_fpr),
         ("iterations-out-of-range", ["rsa"], False, False, "format error",
-         {"identity": "TEST-ONLY-rsa.key"}, edit_text("\t10000\t", "\t10000001\t")),
+         {"identity": "TEST-ONLY-rsa.key"}, edit_text(f"\t{ENC_ITER}\t", "\t10000001\t")),
         ("version-2-header", ["rsa"], False, False, "format error",
          {"identity": "TEST-ONLY-rsa.key"}, edit_text("ossl-vault\t1\n", "ossl-vault\t2\n")),
         ("broken-base64", ["rsa"], False, False, "format error",

@@ -1,0 +1,479 @@
+"""``ossl-vault agent``: unlocked identities and unwrapped data keys, in memory only.
+
+Like ssh-agent: ``agent start`` loads the identities (decrypting a
+passphrase-protected PEM key with ``openssl pkey -passin fd:N``, unlocking a
+vault's passphrase recipients), binds a Unix socket (directory 0700, socket
+0600) and detaches. Each connection speaks the line protocol of
+:mod:`ossl_vault.serve` (docs/protocol.md); a peer whose uid (SO_PEERCRED) is
+not the agent's gets one error reply and is closed. After ``--ttl`` or on
+``agent stop`` the agent zeroes what it holds, removes its socket and exits.
+Nothing it holds is written anywhere: core dumps are off and the process is
+not dumpable (no ptrace, no /proc/PID/mem for other processes of the uid).
+
+A data key is cached by (vault, name, version, blob hash); a cached key still
+goes through the blob hash and record MAC check before anything is decrypted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from . import sources
+from .errors import (
+    BUSY,
+    DENIED,
+    INTEGRITY,
+    NOT_FOUND,
+    AccessDenied,
+    OperationError,
+    UsageError,
+    VaultError,
+)
+from .proc import OpensslFailed, SecretFds, openssl
+from .records import Index, parse
+from .serve import MAX_LINE, SCHEMAS, WORKERS, Fields, Operations, Session, encode, reply_error
+from .vault import Identities, Vault
+from .wrapping import Identity, unlock_passphrase
+
+DEFAULT_TTL = 15 * 60.0
+MAX_INDEXES = 8  # parsed indexes kept, one per vault
+MAX_SOCKET_PATH = 107  # bytes of sun_path, less its NUL
+CLIENT_TIMEOUT = 60.0
+ENCRYPTED_PEM = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+FINAL = (NOT_FOUND, INTEGRITY, BUSY)  # agent answers a client takes; others mean "try locally"
+AGENT_SCHEMAS = {
+    "get": (*SCHEMAS["get"], "vault"),
+    "share": (*SCHEMAS["share"], "vault"),
+    "ping": (),
+    "status": (),
+    "stop": (),
+}
+
+CacheKey = tuple[str, str, int, str]
+
+
+class Keyring:
+    """Identities with their keys in memory, and the data keys they have opened."""
+
+    def __init__(self, files: list[Identity], gpg: bool = True) -> None:
+        self.files = files
+        self.gpg = gpg
+        self.keys: dict[CacheKey, tuple[bytearray, str | None]] = {}  # and the wrap's FPR
+        self.indexes: dict[str, tuple[bytes, Index]] = {}  # parsed vault.tsv, by vault
+        self.lock = threading.Lock()
+        self.wiped = False
+
+    def identities(self) -> Identities:
+        with self.lock:
+            return Identities(list(self.files), None, "", self.gpg and not self.wiped)
+
+    def get(self, vault: Vault, name: str, number: int | None, password: bytes | None) -> bytes:
+        """Like ``Vault.get``, opening the data key once per version; the read is audited."""
+        index = self.index(vault)
+        v = vault.version(name, number, index)
+        key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
+        with self.lock:
+            held = self.keys.get(key)
+            dk = bytes(held[0]) if held is not None else None
+            fpr = held[1] if held is not None else None
+        if dk is None:
+            dk, ct = vault.open(index, v, self.identities())
+            fpr = vault.opened_with
+            with self.lock:
+                if not self.wiped:
+                    self.keys[key] = (bytearray(dk), fpr)
+        else:  # the blob hash and record MAC are checked all the same
+            ct = vault.open_with_key(index, v, dk)
+        given = None if password is None else (lambda _name: password)
+        value = vault._decrypt(v, dk, ct, given)
+        vault.store.log(vault.event(v.name, v.version, [fpr] if fpr else []))
+        return value
+
+    def index(self, vault: Vault) -> Index:
+        """The vault's index, parsed again only when the bytes of vault.tsv change."""
+        try:
+            data = vault.store.index_path.read_bytes()
+        except OSError:
+            return vault.store.read_index()  # raises what any reader would
+        root = str(vault.store.root)
+        with self.lock:
+            held = self.indexes.get(root)
+        if held is not None and held[0] == data:
+            return held[1]  # read-only from here on: reads never change an Index
+        index = parse(data)
+        with self.lock:
+            self.indexes.pop(root, None)
+            self.indexes[root] = (data, index)
+            while len(self.indexes) > MAX_INDEXES:
+                self.indexes.pop(next(iter(self.indexes)))
+        return index
+
+    def wipe(self) -> None:
+        """Zero every key held and forget them; the keyring stays empty for good."""
+        with self.lock:
+            self.wiped = True
+            for dk, _fpr in self.keys.values():
+                dk[:] = bytes(len(dk))
+            self.keys.clear()
+            self.indexes.clear()
+            for identity in self.files:
+                if isinstance(identity.key, bytearray):
+                    identity.key[:] = bytes(len(identity.key))
+            self.files.clear()
+
+    def status(self) -> dict[str, object]:
+        with self.lock:
+            return {
+                "identities": [
+                    {"source": i.source, "fingerprint": i.fingerprint} for i in self.files
+                ],
+                "data_keys": len(self.keys),
+            }
+
+
+# -- loading identities ---------------------------------------------------------------
+
+
+def decrypt_pem(pem: bytes, passphrase: bytes, source: str) -> bytearray:
+    """A passphrase-protected PEM private key, decrypted by openssl into memory."""
+    with SecretFds(pem) as (kfd,), SecretFds(passphrase + b"\n") as (pfd,):
+        args = ["pkey", "-in", f"/dev/fd/{kfd}", "-passin", f"fd:{pfd}"]
+        try:
+            return bytearray(openssl(args, pass_fds=[kfd, pfd], what="openssl pkey -passin"))
+        except OpensslFailed:
+            raise AccessDenied(f"wrong passphrase for identity {source!r}") from None
+
+
+def in_memory(
+    source: str, data: bytes, passphrase: Callable[[str], bytes | None]
+) -> Identity | None:
+    """An identity holding its PEM bytes, decrypted if need be, its key checked now.
+
+    None for an encrypted key whose passphrase ``passphrase`` does not give.
+    """
+    if any(marker in data for marker in ENCRYPTED_PEM):
+        secret = passphrase(source)
+        if secret is None:
+            return None
+        pem = decrypt_pem(data, secret, source)
+    else:
+        pem = bytearray(data)
+    identity = Identity(source, pem)  # type: ignore[arg-type]  (bytearray: zeroed on wipe)
+    identity.fingerprint  # noqa: B018  (runs openssl pkey once, not on every request)
+    return identity
+
+
+def load_identities(
+    given: tuple[str, ...],
+    passphrase: Callable[[str], bytes | None],
+    stdin_key: bytes | None = None,
+) -> list[Identity]:
+    """The identities the CLI would use, read into memory; plus one PEM key from stdin."""
+    found, _searched = sources.identity_files(given)
+    out: list[Identity | None] = []
+    for identity in found:
+        if isinstance(identity.key, str):
+            try:
+                data = Path(identity.key).read_bytes()
+            except OSError as e:
+                raise AccessDenied(f"cannot read identity {identity.key!r}: {e.strerror}") from e
+            out.append(in_memory(identity.source, data, passphrase))
+        else:
+            out.append(identity)
+    if stdin_key is not None:
+        out.append(in_memory("stdin", stdin_key, passphrase))
+    return [i for i in out if i is not None]
+
+
+def unlock_vault(vault: Vault, passphrase: bytes) -> list[Identity]:
+    """The private keys of a vault's passphrase recipients that ``passphrase`` opens."""
+    lockable = [r for r in vault.recipients() if r.kind == "passphrase"]
+    if not lockable:
+        raise UsageError(f"vault '{vault.store.root}' has no passphrase recipient")
+    unlocked = [i for i in (unlock_passphrase(r, passphrase) for r in lockable) if i]
+    if not unlocked:
+        raise AccessDenied(f"the passphrase opens no passphrase recipient of '{vault.store.root}'")
+    return [replace(i, key=bytearray(i.key or b"")) for i in unlocked]
+
+
+# -- the agent process ----------------------------------------------------------------
+
+
+def bind(path: str | None) -> tuple[socket.socket, str, str | None]:
+    """A listening socket (0600) in a fresh 0700 directory, or at ``path``: (sock, path, dir)."""
+    directory = None
+    if path is None:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        base = runtime if runtime and os.path.isdir(runtime) else None
+        if base and len(os.fsencode(base)) > MAX_SOCKET_PATH - 40:
+            base = None  # too deep for a socket address: the temp dir instead
+        directory = tempfile.mkdtemp(prefix="ossl-vault-agent.", dir=base)  # 0700
+        path = os.path.join(directory, "agent.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+    except OSError as e:
+        sock.close()
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise OperationError(f"cannot listen on {path!r}: {e.strerror or e}") from e
+    finally:
+        os.umask(old)
+    return sock, path, directory
+
+
+def boottime() -> float:
+    """Seconds since boot, suspend included (the monotonic clock stops while asleep)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def harden() -> None:
+    """No core dumps, not dumpable: what the agent holds stays in its memory."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    pr_set_dumpable = 4
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+
+
+class Agent:
+    """The serving side: accept, check the peer's uid, run sessions; stop on TTL or request."""
+
+    def __init__(
+        self, keyring: Keyring, sock: socket.socket, path: str, directory: str | None, ttl: float
+    ) -> None:
+        self.keyring, self.sock, self.path, self.directory = keyring, sock, path, directory
+        self.ttl = ttl
+        self.deadline = boottime() + ttl if ttl > 0 else None
+        self.stopping: asyncio.Event | None = None
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ossl-agent")
+
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        try:
+            asyncio.run(self.main(ready))
+        finally:
+            self.keyring.wipe()
+            self.cleanup()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def main(self, ready: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.stopping.set)
+        server = await asyncio.start_unix_server(self.connected, sock=self.sock, limit=MAX_LINE)
+        timer = asyncio.create_task(self.expire(self.deadline)) if self.deadline else None
+        ready()
+        await self.stopping.wait()
+        if timer is not None:
+            timer.cancel()
+        self.keyring.wipe()
+        server.close()
+
+    async def expire(self, deadline: float) -> None:
+        """Stop at ``deadline`` on the boot clock: time asleep counts toward the TTL."""
+        while (left := deadline - boottime()) > 0:
+            await asyncio.sleep(min(left, 1.0))
+        assert self.stopping is not None
+        self.stopping.set()
+
+    def cleanup(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    async def connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            if uid != os.getuid():
+                message = f"uid {uid} may not use the agent of uid {os.getuid()}"
+                writer.write(reply_error(None, DENIED, message))
+                await writer.drain()
+                return
+
+            async def send(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            ops = Operations(self.keyring, agent_vault)
+            local = {"status": self.status, "stop": self.stop}
+            session = Session(ops, send, self.pool, AGENT_SCHEMAS, local, self.after)
+            await session.serve(reader)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def status(self, _fields: Fields) -> dict[str, object]:
+        left = None if self.deadline is None else max(0, round(self.deadline - boottime()))
+        return {"pid": os.getpid(), "socket": self.path, "expires_in": left,
+                **self.keyring.status()}  # fmt: skip
+
+    def stop(self, _fields: Fields) -> dict[str, object]:
+        self.keyring.wipe()
+        return {"stopped": os.getpid()}
+
+    def after(self, op: str) -> None:
+        if op == "stop" and self.stopping is not None:
+            self.stopping.set()
+
+
+def agent_vault(fields: Fields, op: str) -> Vault:
+    """The vault a request names; its audit records say the agent did ``op``."""
+    path = fields["vault"]
+    if not os.path.isabs(path):
+        raise UsageError(f"field 'vault' must be an absolute path, not {path!r}")
+    return Vault(path, None, f"agent:{op}")
+
+
+def daemonize(serve: Callable[[Callable[[], None]], None], keep: tuple[int, ...]) -> int:
+    """Run ``serve(ready)`` in a detached grandchild; its pid once it called ready()."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            said = pipe.read().split()
+        os.waitpid(pid, 0)
+        if len(said) != 2 or said[1] != b"ready":
+            raise OperationError("the agent did not start")
+        return int(said[0])
+    code = 1
+    try:  # the child: a new session, then the grandchild serves
+        os.close(r)
+        os.setsid()
+        if os.fork():
+            os._exit(0)  # the grandchild is no session leader: it never gets a terminal
+        os.write(w, b"%d\n" % os.getpid())
+        os.chdir("/")
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        for low, high in _gaps(sorted({0, 1, 2, w, *keep})):
+            os.closerange(low, high)
+
+        def ready() -> None:
+            os.write(w, b"ready\n")
+            os.close(w)
+
+        serve(ready)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _gaps(kept: list[int]) -> list[tuple[int, int]]:
+    """Ranges of fds to close: everything above 2 but ``kept``."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    edges = [*kept, limit]
+    return [(a + 1, b) for a, b in itertools.pairwise(edges) if b > a + 1]
+
+
+def start(keyring: Keyring, ttl: float, path: str | None, foreground: bool,
+          announce: Callable[[str, int], None]) -> None:  # fmt: skip
+    """Bind the socket, then serve here (``foreground``) or in a detached daemon."""
+    sock, path, directory = bind(path)
+    agent = Agent(keyring, sock, path, directory, ttl)
+    if foreground:
+        harden()
+        announce(path, os.getpid())
+        agent.run()
+        return
+
+    def serve(ready: Callable[[], None]) -> None:
+        harden()
+        agent.run(ready)
+
+    try:
+        pid = daemonize(serve, (sock.fileno(),))
+    finally:
+        sock.close()
+    keyring.wipe()  # this process's copy: the daemon holds its own
+    announce(path, pid)
+
+
+# -- the client side ------------------------------------------------------------------
+
+
+class RemoteError(VaultError):
+    """An error the agent answered, with its exit code."""
+
+    def __init__(self, code: int, message: str, hint: str | None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = code
+
+
+def call(path: str, message: dict[str, object], timeout: float = CLIENT_TIMEOUT) -> dict:
+    """One request on a fresh connection; the reply. OSError when there is no agent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(encode({"id": 1, **message}))
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk or len(data) > MAX_LINE:
+                raise ConnectionError("the agent closed the connection")
+            data += chunk
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise ConnectionError("the agent sent no JSON object")
+    return reply
+
+
+def forward(path: str, message: dict[str, object]) -> dict[str, object] | None:
+    """The agent's result; None when it is gone or cannot serve this; RemoteError if final."""
+    try:
+        reply = call(path, message)
+    except (OSError, ValueError):
+        return None
+    if isinstance(reply.get("result"), dict):
+        return reply["result"]
+    error = reply.get("error")
+    if isinstance(error, dict) and error.get("code") in FINAL:
+        raise RemoteError(error["code"], str(error.get("message")), error.get("hint"))
+    return None
+
+
+def remote_get(
+    path: str, vault_dir: str, name: str, number: int | None, password: bytes | None
+) -> bytes | None:
+    """A secret's value through the agent; None when the caller should read it itself."""
+    from .serve import b64, unb64
+
+    message: dict[str, object] = {"op": "get", "vault": os.path.abspath(vault_dir), "name": name}
+    if number is not None:
+        message["version"] = number
+    if password is not None:
+        message["password_b64"] = b64(password)
+    result = forward(path, message)
+    if result is None or not isinstance(result.get("value_b64"), str):
+        return None
+    return unb64(str(result["value_b64"]), "value_b64")

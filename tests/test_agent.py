@@ -1,0 +1,344 @@
+"""``ossl-vault agent``: keys held in memory, a uid-checked socket, TTL, stop, fallback.
+
+Every agent here is started as a user would (``eval "$(ossl-vault agent
+start)"`` in bash) and detaches; its identity is a passphrase-protected copy
+of the RSA key that the CLI alone cannot use, so a successful read proves the
+agent served it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import CLI, Result, VaultDir
+
+PASSPHRASE = "correct horse agent staple"
+# A client run as another uid: perl-base is Essential in Debian, the venv's
+# python may sit where uid 65534 cannot reach it.
+PERL_CLIENT = r"""
+use IO::Socket::UNIX;
+$SIG{PIPE} = 'IGNORE';
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0])
+    or do { print "connect failed: $!\n"; exit 0 };
+print $s qq({"id":1,"op":"status"}\n);
+my $line = <$s>;
+print "reply: $line";
+my $more = <$s>;
+print defined($more) ? "more: $more" : "closed\n";
+"""
+
+
+@dataclass
+class Agent:
+    env: dict[str, str]  # the vault's env plus OSSL_VAULT_AGENT
+    pid: int
+    socket: Path
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return (
+            Path(f"/proc/{self.pid}").exists()
+            and "zombie" not in Path(f"/proc/{self.pid}/status").read_text().lower()
+        )
+
+
+@pytest.fixture
+def enc_key(tmp_path: Path, keydir: Path) -> Iterator[tuple[Path, Path]]:
+    """The RSA key under a passphrase (PKCS#8, AES-256-CBC), and the passphrase file."""
+    pf = tmp_path / "key-passphrase"
+    pf.write_text(PASSPHRASE + "\n")
+    enc = tmp_path / "enc.key"
+    subprocess.run(["openssl", "pkey", "-in", str(keydir / "rsa.key"), "-aes-256-cbc",
+                    "-passout", f"file:{pf}", "-out", str(enc)], check=True)  # fmt: skip
+    assert b"ENCRYPTED PRIVATE KEY" in enc.read_bytes()
+    yield enc, pf
+
+
+def runtime_dir(tmp_path: Path) -> Path:
+    """A short $XDG_RUNTIME_DIR (a socket address holds 107 bytes), linked from tmp_path."""
+    link = tmp_path / "run"
+    if not link.exists():
+        link.symlink_to(tempfile.mkdtemp(prefix="ovr."))
+    return link.resolve()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[Agent]]:
+    """Agents started by a test; killed at its end if still running."""
+    started: list[Agent] = []
+    yield started
+    for a in started:
+        if a.alive():
+            os.kill(a.pid, signal.SIGKILL)
+    if (tmp_path / "run").exists():
+        shutil.rmtree((tmp_path / "run").resolve(), ignore_errors=True)
+
+
+def start(v: VaultDir, tmp_path: Path, agents: list[Agent], *args: str,
+          identity: Path | None = None, stdin: bytes = b"") -> Agent:  # fmt: skip
+    """``eval "$(ossl-vault agent start ...)"`` in bash; the variables it set."""
+    env = {**v.env, "XDG_RUNTIME_DIR": str(runtime_dir(tmp_path))}
+    argv = [*CLI, "--vault", str(v.path)]
+    if identity is not None:
+        argv += ["--identity", str(identity)]
+    cmd = shlex.join([*argv, "agent", "start", *args])
+    script = f'eval "$({cmd})" && printf "%s\\n" "$OSSL_VAULT_AGENT" "$OSSL_VAULT_AGENT_PID"'
+    p = subprocess.run(["bash", "-c", script], input=stdin, capture_output=True, env=env,
+                       timeout=60, start_new_session=True)  # fmt: skip
+    assert p.returncode == 0, p.stderr.decode()
+    sock, pid = p.stdout.decode().splitlines()
+    agent = Agent({**env, "OSSL_VAULT_AGENT": sock}, int(pid), Path(sock))
+    agents.append(agent)
+    return agent
+
+
+def get(v: VaultDir, name: str, env: dict[str, str], identity: Path | None) -> Result:
+    """``get NAME`` with only ``identity`` (and no default key) to read with."""
+    args = ["--identity", str(identity)] if identity else []
+    return v.run(*args, "get", name, env=env, identity=None)
+
+
+def status(v: VaultDir, env: dict[str, str]) -> tuple[int, dict]:
+    r = v.run("agent", "status", "--json", env=env, identity=None)
+    return r.rc, json.loads(r.out) if r.rc == 0 else {}
+
+
+def test_agent_serves_a_key_only_it_holds(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "db/password", input=b"s3cret\n")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    assert a.socket.parent.parent == runtime_dir(tmp_path)  # under $XDG_RUNTIME_DIR
+    assert stat.S_IMODE(a.socket.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(a.socket.stat().st_mode) == 0o600
+    assert stat.S_ISSOCK(a.socket.stat().st_mode)
+    assert [p.name for p in a.socket.parent.iterdir()] == ["agent.sock"]  # nothing else
+    assert get(vault, "db/password", vault.env, enc).rc == 4  # the CLI alone cannot
+    r = get(vault, "db/password", a.env, enc)
+    assert (r.rc, r.out, r.err) == (0, b"s3cret\n", "")
+    assert get(vault, "db/password", a.env, None).out == b"s3cret\n"  # cached key, same bytes
+    rc, st = status(vault, a.env)
+    assert rc == 0 and st["pid"] == a.pid and st["data_keys"] == 1
+    assert [i["source"] for i in st["identities"]] == [str(enc)]
+    assert 0 < st["expires_in"] <= 900
+    assert "agent:get\tdb/password\t1" in (vault.path / "audit.log").read_text()
+    text = vault.ok("agent", "status", env=a.env, identity=None).out.decode()
+    assert f"agent {a.pid} at {a.socket}" in text and "data keys held: 1" in text
+
+
+def test_a_cached_key_still_fails_closed(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    assert get(vault, "a", a.env, enc).out == b"A"
+    assert status(vault, a.env)[1]["data_keys"] == 1
+    # a field under the record MAC, not in the cache key: the date of the version
+    index = vault.path / "vault.tsv"
+    lines = index.read_text().splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if line.startswith("secret\ta\t1\t"))
+    fields = lines[i].split("\t")
+    fields[3] = "2001-01-01T00:00:00Z"
+    lines[i] = "\t".join(fields)
+    index.write_text("".join(lines))
+    r = get(vault, "a", a.env, enc)
+    assert (r.rc, r.out) == (5, b"")
+    assert "failed its integrity check" in r.err
+    assert status(vault, a.env)[1]["data_keys"] == 1  # it was the cached key that refused
+
+
+def test_another_uid_is_refused(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "perl", "-e",
+              PERL_CLIENT, str(a.socket)]  # fmt: skip
+    # as made: the 0700 directory and 0600 socket keep uid 65534 out
+    p = subprocess.run(nobody, capture_output=True, text=True, timeout=30)
+    assert p.stdout.startswith("connect failed: Permission denied"), (p.stdout, p.stderr)
+    # loosened by mistake: SO_PEERCRED still refuses, with one error reply
+    runtime_dir(tmp_path).chmod(0o755)
+    a.socket.parent.chmod(0o755)
+    a.socket.chmod(0o666)
+    p = subprocess.run(nobody, capture_output=True, text=True, timeout=30)
+    reply, end = p.stdout.splitlines()
+    assert end == "closed"
+    error = json.loads(reply.removeprefix("reply: "))
+    assert error["id"] is None and error["error"]["code"] == 4
+    assert error["error"]["message"] == f"uid 65534 may not use the agent of uid {os.getuid()}"
+    assert status(vault, a.env)[0] == 0  # its owner is still served
+
+
+def test_ttl_expiry_forgets_the_keys(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    a = start(vault, tmp_path, agents, "--ttl", "3s", "--key-passphrase-file", str(pf),
+              identity=enc)  # fmt: skip
+    assert get(vault, "a", a.env, enc).out == b"A"
+    assert 0 < status(vault, a.env)[1]["expires_in"] <= 3
+    deadline = time.monotonic() + 30
+    while a.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not a.alive() and not a.socket.exists() and not a.socket.parent.exists()
+    assert status(vault, a.env)[0] == 3
+    r = get(vault, "a", a.env, enc)  # the key went with it: the CLI alone cannot read
+    assert r.rc == 4 and r.out == b""
+
+
+def test_stop_wipes_and_exits(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    assert get(vault, "a", a.env, enc).out == b"A"
+    r = vault.ok("agent", "stop", env=a.env, identity=None)
+    assert r.out == b"unset OSSL_VAULT_AGENT OSSL_VAULT_AGENT_PID;\n"
+    assert f"agent {a.pid} stopped" in r.err
+    deadline = time.monotonic() + 10
+    while a.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not a.alive() and not a.socket.parent.exists()
+    assert get(vault, "a", a.env, enc).rc == 4  # nothing of it left
+    r = vault.run("get", "a", env=a.env)  # a key of our own: the gone agent is no bother
+    assert (r.rc, r.out, r.err) == (0, b"A", "")
+    assert vault.run("agent", "stop", env=a.env, identity=None).rc == 3
+
+
+def test_get_works_with_the_agent_killed(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    os.kill(a.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while a.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.socket.exists()  # a stale socket: connections are refused
+    r = vault.run("get", "a", env=a.env)
+    assert (r.rc, r.out, r.err) == (0, b"A", "")
+    assert get(vault, "a", a.env, enc).rc == 4
+
+
+def test_serve_and_exec_use_the_agent(
+    vault: VaultDir, tmp_path: Path, keydir: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("recipient", "add", "alice", str(keydir / "p256.pem"), "--no-default")
+    vault.ok("put", "a", input=b"A value")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    requests = (
+        b'{"id":1,"op":"get","name":"a"}\n{"id":2,"op":"share","name":"a","users":["alice"]}\n'
+    )
+    serve = [*CLI, "--vault", str(vault.path), "--identity", str(enc), "serve", "--stdio"]
+    p = subprocess.run(serve, input=requests, capture_output=True, env=a.env, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    replies = sorted((json.loads(line) for line in p.stdout.splitlines()), key=lambda r: r["id"])
+    assert replies == [{"id": 1, "result": {"value_b64": "QSB2YWx1ZQ=="}},
+                       {"id": 2, "result": {"added": ["alice"]}}]  # fmt: skip
+    assert vault.ok("get", "a", identity="p256").out == b"A value"
+    r = vault.run("--identity", str(enc), "exec", "--env", "V=a", "--", "sh", "-c",
+                  'printf %s "$V"', env=a.env, identity=None)  # fmt: skip
+    assert (r.rc, r.out) == (0, b"A value")
+
+
+def test_agent_holds_passphrase_recovery_and_stdin_keys(
+    vault: VaultDir, tmp_path: Path, keydir: Path, agents: list[Agent]
+) -> None:
+    phrase = tmp_path / "phrase"
+    phrase.write_text("vault passphrase for the safe\n")
+    vault.ok("recipient", "add", "safe", "--passphrase-file", str(phrase), "--no-default")
+    vault.ok("put", "safe-only", "--to", "safe", input=b"in the safe")
+    vault.ok("put", "host-only", input=b"for the host")
+    shares = tmp_path / "shares"
+    out = vault.ok("recovery", "split", "-n", "3", "-k", "2", "--passphrase-file", str(phrase))
+    out = out.out.decode()
+    shares.write_text("\n".join([s for s in out.splitlines() if s and s[0] != "#"][:2]) + "\n")
+    vault.ok("put", "late", input=b"written after the split")  # the recovery key reads it too
+    a = start(vault, tmp_path, agents, "--passphrase-file", str(phrase), "--identity-stdin",
+              stdin=(keydir / "rsa.key").read_bytes())  # fmt: skip
+    sources = [i["source"] for i in status(vault, a.env)[1]["identities"]]
+    assert sources == ["stdin", "passphrase for safe"]
+    assert get(vault, "safe-only", a.env, None).out == b"in the safe"
+    assert get(vault, "host-only", a.env, None).out == b"for the host"
+    assert get(vault, "safe-only", vault.env, None).rc == 4  # without it: no passphrase
+    b = start(vault, tmp_path, agents, "--recovery-share-file", str(shares))
+    assert [i["source"] for i in status(vault, b.env)[1]["identities"]] == ["recovery key"]
+    assert get(vault, "late", b.env, None).out == b"written after the split"
+
+
+def test_no_secret_on_an_openssl_command_line(
+    vault: VaultDir, tmp_path: Path, keydir: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """Promise 2 for the agent and the coprocess: the logging shim sees every openssl."""
+    from test_no_secret_argv import SHIM, parse_log, pem_der, spellings
+
+    from ossl_vault.vault import Identities, Vault
+    from ossl_vault.wrapping import Identity
+
+    enc, pf = enc_key
+    phrase = tmp_path / "phrase"
+    phrase.write_text("a vault passphrase never on argv\n")
+    vault.ok("recipient", "add", "pp", "--passphrase-file", str(phrase))
+    bindir = tmp_path / "shim-bin"
+    bindir.mkdir()
+    (bindir / "openssl").write_bytes(SHIM.read_bytes())
+    (bindir / "openssl").chmod(0o755)
+    log = tmp_path / "shim.log"
+    real = shutil.which("openssl")
+    assert real
+    vault.env.update(PATH=f"{bindir}:{vault.env['PATH']}", OSSL_SHIM_REAL=real,
+                     OSSL_SHIM_LOG=str(log))  # fmt: skip
+    value = b"value-" + os.urandom(24).hex().encode()
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), "--passphrase-file",
+              str(phrase), identity=enc)  # fmt: skip
+    pw = base64.b64encode(b"pw-never-on-argv").decode()
+    put = json.dumps({"id": 1, "op": "put", "name": "v", "password_b64": pw,
+                      "value_b64": base64.b64encode(value).decode()})  # fmt: skip
+    get = json.dumps({"id": 2, "op": "get", "name": "v", "password_b64": pw})
+    serve = [*CLI, "--vault", str(vault.path), "serve", "--stdio"]
+    for line in (put, get, get):  # cold, then from the agent's cached key
+        p = subprocess.run(serve, input=line.encode() + b"\n", capture_output=True, env=a.env)
+        assert p.returncode == 0 and b'"result"' in p.stdout, p
+    assert base64.b64decode(json.loads(p.stdout)["result"]["value_b64"]) == value
+    index = Vault(str(vault.path)).store.read_index()
+    v = index.versions["v"][-1]
+    rsa = Identity(str(keydir / "rsa.key"), str(keydir / "rsa.key"))
+    dk, _ct = Vault(str(vault.path)).open(index, v, Identities([rsa]))
+    secrets = {
+        "key passphrase": PASSPHRASE.encode(),
+        "vault passphrase": b"a vault passphrase never on argv",
+        "password": b"pw-never-on-argv",
+        "value": value,
+        "data key": dk,
+        "private key": pem_der((keydir / "rsa.key").read_bytes()),
+    }
+    records = parse_log(log.read_bytes())
+    assert len(records) > 10  # the agent's and the coprocess's openssl calls are all here
+    for argv, environ in records:
+        text = b"\0".join(argv + environ)
+        for what, secret in secrets.items():
+            for spelling in spellings(secret):
+                assert spelling not in text, f"{what} on an openssl command line: {argv}"
