@@ -30,8 +30,10 @@ test: deps $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	bash scripts/install-test-deps --bench
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_get.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_list.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_fastpath.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -17,6 +17,7 @@ import click
 
 from . import __version__, keys, sources
 from .errors import EXIT_CODES, USAGE, IntegrityError, VaultError
+from .records import Index
 from .vault import Identities, Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -129,7 +130,41 @@ def split_names(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in other modules, imported only when named (so `get`
+# does not pay for asyncio, shamir-mnemonic or the CMS code).
+LAZY_COMMANDS = {
+    "agent": "ossl_vault.cli_scripts:agent",
+    "audit": "ossl_vault.cli_audit:audit_cmd",
+    "env": "ossl_vault.cli_scripts:env_",
+    "exec": "ossl_vault.cli_scripts:exec_",
+    "export": "ossl_vault.cli_transfer:export",
+    "import": "ossl_vault.cli_transfer:import_",
+    "recipient": "ossl_vault.cli_recipients:recipient",
+    "recovery": "ossl_vault.cli_recovery:recovery_group",
+    "rekey": "ossl_vault.cli_recipients:rekey",
+    "serve": "ossl_vault.cli_scripts:serve",
+    "share": "ossl_vault.cli_recipients:share",
+    "unshare": "ossl_vault.cli_recipients:unshare",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in other modules load on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            return command  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--vault",
     envvar="OSSL_VAULT_DIR",
@@ -259,9 +294,11 @@ def get(
     """Print the value of NAME, exactly the stored bytes, after checking its integrity."""
     if clip and out is not None:
         raise click.UsageError("--clip and --out do not go together")
-    from .cli_scripts import get_via_agent  # the agent first when $OSSL_VAULT_AGENT is set
+    value = None
+    if os.environ.get("OSSL_VAULT_AGENT"):  # the agent first, when one is running
+        from .cli_scripts import get_via_agent
 
-    value = get_via_agent(obj.vault_dir, name, number, password_file)
+        value = get_via_agent(obj.vault_dir, name, number, password_file)
     if value is None:  # no agent, or it holds no key for this: read it here
         ids = obj.identities(passphrase_file, ask_passphrase)
         vault = obj.vault()
@@ -326,8 +363,9 @@ def generate(
 def list_(obj: Context, as_json: bool, exposed_to: str | None, needs_rotation: bool) -> None:
     """List secrets: names, versions, recipients, dates (nothing is decrypted)."""
     vault = obj.vault()
-    rows = vault.list()
-    warn_expiring(vault)
+    index = vault.store.read_index()
+    rows = vault.list(index)
+    warn_expiring(index)
     if exposed_to is not None:
         rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
     if needs_rotation:
@@ -352,11 +390,11 @@ def list_(obj: Context, as_json: bool, exposed_to: str | None, needs_rotation: b
     click.echo(tabulate(table, headers, disable_numparse=True))
 
 
-def warn_expiring(vault: Vault) -> None:
+def warn_expiring(index: Index) -> None:
     """A warning line per recipient certificate expired or expiring within 30 days."""
     from .sharing import expiring
 
-    for name, days, when in expiring(vault.store.read_index()):
+    for name, days, when in expiring(index):
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
         click.echo(f"ossl-vault: warning: certificate of recipient {name!r} {state}", err=True)
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)
@@ -403,21 +441,6 @@ def fsck(
     if errors:
         raise IntegrityError(f"{errors} record(s) failed the check")
     note("vault is consistent")
-
-
-from . import cli_audit, cli_recipients, cli_scripts  # noqa: E402  (their commands join)
-
-cli_recipients.register(main_group)
-cli_audit.register(main_group)
-cli_scripts.register(main_group)
-
-from . import cli_recovery  # noqa: E402  (its commands join the group)
-
-cli_recovery.register(main_group)
-
-from . import cli_transfer  # noqa: E402  (its commands join the group)
-
-cli_transfer.register(main_group)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -82,8 +82,3 @@ def audit_cmd(
              for r in rows]  # fmt: skip
     headers = ["SEQ", "TIME", "ACTOR", "OP", "SECRET", "VERSION", "KEYS", "RESULT"]
     click.echo(tabulate(table, headers, disable_numparse=True))
-
-
-def register(group: click.Group) -> None:
-    """Add ``audit`` to the ``ossl-vault`` group."""
-    group.add_command(audit_cmd)

@@ -77,7 +77,7 @@ def recipient_list(obj: Context, as_json: bool) -> None:
     """List the recipients, with certificate expiry warnings."""
     vault = obj.vault()
     index = vault.store.read_index()
-    warn_expiring(vault)
+    warn_expiring(index)
     rows = [
         {
             "name": r.name,
@@ -224,9 +224,3 @@ def rekey(
                 note(f"{step.name!r}: {step.action} {step.detail}".rstrip())
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no secrets"
     note(f"rekey done: {summary}")
-
-
-def register(group: click.Group) -> None:
-    """Add these commands to the ``ossl-vault`` group."""
-    for command in (recipient, share, unshare, rekey):
-        group.add_command(command)

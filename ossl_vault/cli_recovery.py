@@ -383,8 +383,3 @@ def status(obj: Context) -> None:
     click.echo(f"recipient: {r.name}\nkey-check: {r.fingerprint}\nadded: {r.added}")
     click.echo(f"secrets: {total - len(missing)} of {total} readable with it")
     click.echo("".join(f"not covered: {n}\n" for n in missing), nl=False)
-
-
-def register(group: click.Group) -> None:
-    """Add ``recovery`` to the ``ossl-vault`` group."""
-    group.add_command(recovery_group, "recovery")

@@ -399,9 +399,3 @@ def env_(
     out = b"".join(b"export %s=%s\n" % (var.encode(), shell_quote(v)) for var, v in values)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
-
-
-def register(group: click.Group) -> None:
-    """Add these commands to the ``ossl-vault`` group."""
-    for command in (serve, agent, exec_, env_):
-        group.add_command(command)

@@ -258,9 +258,3 @@ def clip_value(name: str, value: bytes, seconds: int) -> None:
     tool = clipboard.copy(value, seconds)
     later = f"; its old content comes back in {seconds} s" if seconds else ""
     note(f"copied {name!r} to the clipboard ({tool}){later}")
-
-
-def register(group: click.Group) -> None:
-    """Add ``export`` and ``import`` to the ``ossl-vault`` group."""
-    group.add_command(export)
-    group.add_command(import_)

@@ -326,9 +326,9 @@ class Vault:
         except OpensslFailed:
             raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None
 
-    def list(self) -> list[dict[str, object]]:
+    def list(self, index: Index | None = None) -> list[dict[str, object]]:
         """Every secret: name, versions, recipients, dates, exposure (no decryption)."""
-        index = self.store.read_index()
+        index = index or self.store.read_index()
         rows = []
         for name, vs in sorted(index.versions.items()):
             ledger = index.ledger.get(name, [])
