@@ -144,3 +144,23 @@ def no_python_path(tmp_path: Path) -> Iterator[str]:
         if found:
             (d / tool).symlink_to(found)
     yield str(d)
+
+
+def assert_error(r: Result, code: int, *words: str) -> str:
+    """DESIGN.md promise 6: exit ``code``, one ``ossl-vault: error: ...`` line
+    (lowercase, no trailing period), maybe one ``hint:`` line, nothing on stdout."""
+    assert r.rc == code, f"rc={r.rc}, want {code}: {r.err}"
+    lines = r.err.splitlines()
+    assert 1 <= len(lines) <= 2, r.err
+    assert lines[0].startswith("ossl-vault: error: "), r.err
+    message = lines[0].removeprefix("ossl-vault: error: ")
+    assert message and not message.endswith("."), message
+    first = message.split()[0]
+    # lowercase, unless it starts with a proper name such as RSA or Ed25519
+    assert first.islower() or first.isupper() or any(c.isdigit() for c in first), message
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: "), r.err
+    for word in words:
+        assert word in r.err, f"{word!r} not in {r.err!r}"
+    assert r.out == b""
+    return r.err

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import CLI, KINDS, Result, VaultDir
+from conftest import CLI, KINDS, Result, VaultDir, assert_error
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -64,25 +64,6 @@ def run_no_tty(v: VaultDir, *args: str, identity: str | None = "rsa", **kw: obje
         full += ["--identity", str(v.keydir / f"{identity}.key")]
     env = {**v.env, **kw.pop("env", {})}  # type: ignore[dict-item]
     return cli(*full, *args, env=env, **kw)  # type: ignore[arg-type]
-
-
-def assert_error(r: Result, code: int, *words: str) -> str:
-    """Exit ``code``, one ``ossl-vault: error: ...`` line, maybe one ``hint:`` line."""
-    assert r.rc == code, f"rc={r.rc}, want {code}: {r.err}"
-    lines = r.err.splitlines()
-    assert 1 <= len(lines) <= 2, r.err
-    assert lines[0].startswith("ossl-vault: error: "), r.err
-    message = lines[0].removeprefix("ossl-vault: error: ")
-    assert message and not message.endswith("."), message
-    first = message.split()[0]
-    # lowercase, unless it starts with a proper name such as RSA or Ed25519
-    assert first.islower() or first.isupper() or any(c.isdigit() for c in first), message
-    if len(lines) == 2:
-        assert lines[1].startswith("hint: "), r.err
-    for word in words:
-        assert word in r.err, f"{word!r} not in {r.err!r}"
-    assert r.out == b""
-    return r.err
 
 
 @contextmanager
