@@ -431,10 +431,17 @@ class RemoteError(VaultError):
 
 
 def call(path: str, message: dict[str, object], timeout: float = CLIENT_TIMEOUT) -> dict:
-    """One request on a fresh connection; the reply. OSError when there is no agent."""
+    """One request on a fresh connection; the reply. OSError when there is no agent.
+
+    The listener must run as our own uid (SO_PEERCRED) before anything is
+    sent: a stale $OSSL_VAULT_AGENT path under /tmp could have been taken
+    over by another user, who would then see passwords and answer values.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
+        if peer_uid(s) != os.getuid():
+            raise PermissionError(f"the agent socket {path!r} belongs to another user")
         s.sendall(encode({"id": 1, **message}))
         data = b""
         while not data.endswith(b"\n"):

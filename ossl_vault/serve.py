@@ -115,7 +115,14 @@ def _check_field(name: str, kind: str, value: object) -> object:
     if not ok:
         what = {"strs": "a list of strings", "int": "an integer", "bool": "true or false"}
         raise UsageError(f"field {name!r} must be {what.get(kind, 'a string')}")
-    return unb64(value, name) if kind == "b64" else value  # type: ignore[arg-type]
+    if kind != "b64":
+        return value
+    data = unb64(value, name)  # type: ignore[arg-type]
+    if name == "password_b64":  # one line for openssl -pass fd: as the CLI demands
+        from .seal import check_password
+
+        check_password(data)
+    return data
 
 
 def parse_request(line: bytes, schemas: Schemas) -> tuple[object, str, Fields]:

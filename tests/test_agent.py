@@ -342,3 +342,53 @@ def test_no_secret_on_an_openssl_command_line(
         for what, secret in secrets.items():
             for spelling in spellings(secret):
                 assert spelling not in text, f"{what} on an openssl command line: {argv}"
+
+
+IMPOSTOR = r"""
+use IO::Socket::UNIX;
+my ($path, $log) = @ARGV;
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $path, Listen => 5)
+    or die "listen: $!";
+$| = 1;
+print "ready\n";
+open(my $fh, '>>', $log) or die "log: $!";
+$SIG{ALRM} = sub { exit 0 };
+alarm 20;
+while (my $c = $s->accept) {
+    my $buf = '';
+    $c->recv($buf, 65536);
+    print $fh $buf;
+    $fh->flush;
+    print $c qq({"id":1,"result":{"value_b64":"Zm9yZ2Vk"}}\n);
+    close $c;
+}
+"""
+
+
+def test_a_socket_of_another_uid_gets_nothing(vault: VaultDir, tmp_path: Path) -> None:
+    """A stale $OSSL_VAULT_AGENT path taken over by another user: the client checks the
+    listener's uid (SO_PEERCRED) first, sends it nothing, and reads the value itself."""
+    (tmp_path / "pw").write_text("per-secret pw\n")
+    vault.ok("put", "a", "--password-file", str(tmp_path / "pw"), input=b"real value")
+    shared = Path(tempfile.mkdtemp(prefix="imp", dir="/tmp"))
+    try:
+        shared.chmod(0o777)
+        sock, log = shared / "agent.sock", shared / "received"
+        log.write_bytes(b"")
+        log.chmod(0o666)
+        impostor = subprocess.Popen(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+             "perl", "-e", IMPOSTOR, str(sock), str(log)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert impostor.stdout is not None and impostor.stdout.readline() == "ready\n"
+            env = {**vault.env, "OSSL_VAULT_AGENT": str(sock)}
+            r = vault.run("get", "a", "--password-file", str(tmp_path / "pw"), env=env)
+            assert (r.rc, r.out) == (0, b"real value"), r.err
+        finally:
+            impostor.kill()
+            impostor.wait()
+        assert log.read_bytes() == b""  # not even the request reached it
+    finally:
+        shutil.rmtree(shared)
