@@ -11,16 +11,16 @@ recipient's RSA or EC key, so truncation below them is caught.
 from __future__ import annotations
 
 import base64
-import datetime
 import getpass
-import hashlib
 import os
 import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .crypto import sha256_hex
 from .errors import FormatError, IntegrityError, OperationError, VaultError
+from .seal import now
 
 LOG = "audit.log"
 CHECKPOINT = "audit.checkpoint"
@@ -37,17 +37,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 CHECKPOINT_LABEL = "ossl-vault-audit checkpoint"
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def safe(text: str) -> str:
     """A field value with anything outside a safe set replaced by '?'."""
     return _SAFE.sub("?", text)[:200] or "-"
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -164,7 +156,7 @@ class AuditLog:
         uid, user, host, pid = actor()
         keys = ",".join(k[:16] for k in event.keys) or "-"
         fields = [
-            str(seq), utc_now(), uid, user, host, pid, safe(event.op), safe(event.secret),
+            str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
             safe(event.version), keys, safe(event.result), index_hash, prev,
         ]  # fmt: skip
         line = "\t".join(fields) + "\n"

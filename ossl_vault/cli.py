@@ -72,12 +72,19 @@ class Context:
         vault = self._vault
         if vault is None or not vault.store.exists():
             return  # no vault: nowhere to log (a missing audit log is refused by store.log)
-        if not vault.store.logged or result != "ok":
+        attempted = vault.store.logged + vault.store.audit_skipped
+        if not attempted or result != "ok":
             event = vault.event(self.secret, self.version)
             event.result = result
             vault.store.log(event)
         if vault.store.changes and result == "ok":
             self.auto_checkpoint(vault)
+        if vault.store.audit_skipped:  # best-effort mode went ahead without them
+            click.echo(
+                f"ossl-vault: warning: {vault.store.audit_skipped} audit record(s) could not "
+                "be written (the vault's audit mode is best-effort)",
+                err=True,
+            )
 
     def auto_checkpoint(self, vault: Vault) -> None:
         """Sign a checkpoint after a change, when the vault asks and we can."""

@@ -87,4 +87,6 @@ def who(index: Index, v: Version, ids: Identities) -> str:
     elif any(index.recipients.get(n) and index.recipients[n].kind == "passphrase"
              for n in v.recipients):  # fmt: skip
         hint += " (give --passphrase-file FILE for a passphrase recipient)"
+    if not ids.files and ids.searched:
+        hint += f"; no key file found at {ids.searched}"
     return hint

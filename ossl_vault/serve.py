@@ -12,8 +12,6 @@ goes on; end of input ends it once every reply is written.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import os
 import sys
@@ -22,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import FAILED, USAGE, UsageError, VaultError
+from . import __version__, records
+from .errors import FAILED, USAGE, FormatError, UsageError, VaultError
+from .records import b64
 from .vault import Vault
 
 if TYPE_CHECKING:
@@ -62,20 +61,12 @@ class RequestError(UsageError):
         self.request_id = request_id
 
 
-def b64(data: bytes) -> str:
-    """Standard base64 with padding: how every value travels in the protocol."""
-    return base64.b64encode(data).decode("ascii")
-
-
 def unb64(text: str, field: str) -> bytes:
-    """Strict base64: the one canonical spelling, as records.py reads vault.tsv."""
+    """records.unb64 (the one canonical spelling), as a usage error of the request."""
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError(f"field {field!r} is not valid base64") from None
-    if base64.b64encode(data).decode("ascii") != text:
-        raise UsageError(f"field {field!r} is not canonical base64")
-    return data
+        return records.unb64(text, f"field {field!r}")
+    except FormatError as e:
+        raise UsageError(e.message) from None
 
 
 def encode(message: dict[str, object]) -> bytes:

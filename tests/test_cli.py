@@ -637,3 +637,12 @@ def test_old_or_foreign_openssl_refused(
     for args in (["put", "b"], ["get", "a"], ["generate", "c"]):
         assert_error(vault.run(*args, input=b"2", env=env), 1, quoted)
     assert vault.snapshot() == before
+
+
+def test_no_key_found_names_where_it_looked(vault: VaultDir, env: dict[str, str]) -> None:
+    """With no identity anywhere, the hint says which paths were searched."""
+    vault.ok("put", "s", input=b"v")
+    err = assert_error(vault.run("get", "s", identity=None), 4, "no usable identity")
+    hint = err.splitlines()[1]
+    assert "readable by: host" in hint
+    assert f"no key file found at {env['XDG_CONFIG_HOME']}/ossl-vault/identity.pem" in hint
