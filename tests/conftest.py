@@ -6,8 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -164,3 +167,45 @@ def assert_error(r: Result, code: int, *words: str) -> str:
         assert word in r.err, f"{word!r} not in {r.err!r}"
     assert r.out == b""
     return r.err
+
+
+@contextmanager
+def key_pages(
+    pages: dict[str, tuple[int, bytes]], requests: list[tuple[str, str]] | None = None
+) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 (ephemeral port) serving ``pages`` (path ->
+    (status, body)) like GitHub's /USER.keys; 404 for others. Records each request's
+    (path, User-Agent) in ``requests``. Yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if requests is not None:
+                requests.append((self.path, self.headers.get("User-Agent", "")))
+            code, body = pages.get(self.path, (404, b"Not Found"))
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def need(ok: bool, what: str) -> None:
+    """Skip a test whose system tool is missing on a developer's machine, but fail
+    it in CI, where scripts/install-test-deps must have installed the tool."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI must have it: scripts/install-test-deps)")
+    pytest.skip(what)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import VaultDir
+from conftest import VaultDir, need
 
 VALUE = b"clip-me-4f1d9c0b7e2a\nsecond line"
 
@@ -19,8 +19,7 @@ VALUE = b"clip-me-4f1d9c0b7e2a\nsecond line"
 @pytest.fixture(scope="session")
 def display() -> Iterator[str]:
     """A private Xvfb server (it picks a free display number itself)."""
-    if not shutil.which("Xvfb") or not shutil.which("xclip"):
-        pytest.skip("Xvfb and xclip are needed (scripts/install-test-deps installs them)")
+    need(bool(shutil.which("Xvfb") and shutil.which("xclip")), "Xvfb and xclip are needed")
     r, w = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(w), "-nolisten", "tcp", "-screen", "0", "320x240x16"],

@@ -23,14 +23,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, Result, VaultDir, clean_env
+from conftest import CLI, ROOT, Result, VaultDir, clean_env, key_pages
 
 VENV_BIN = ROOT / ".venv" / "bin"
 RECOVER = ROOT / "scripts" / "ossl-vault-recover"
@@ -487,29 +485,8 @@ def github(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                        ("ed", ("-t", "ed25519"))):  # fmt: skip
         key = ssh_keygen(d, name, *args)
         lines.append(b" ".join(Path(f"{key}.pub").read_bytes().split()[:2]))
-    pages = {"/alice.keys": b"\n".join(lines) + b"\n"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = pages.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            body = body if body is not None else b"Not Found"
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", d
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with key_pages({"/alice.keys": (200, b"\n".join(lines) + b"\n")}) as url:
+        yield url, d
 
 
 def test_github_user_keys(vault: VaultDir, github: tuple[str, Path]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VaultDir
+from conftest import ROOT, VaultDir, need
 from test_no_secret_argv import SHIM, distinctive, spellings
 
 RECOVER = ROOT / "scripts" / "ossl-vault-recover"
@@ -224,8 +224,7 @@ def test_tampered_bundle_imports_nothing(
 @pytest.fixture
 def pass_store(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     """A real pass store under a throwaway GnuPG home with a key without passphrase."""
-    if not shutil.which("pass") or not shutil.which("gpg"):
-        pytest.skip("pass and gpg are needed (scripts/install-test-deps installs them)")
+    need(bool(shutil.which("pass") and shutil.which("gpg")), "pass and gpg are needed")
     home = tempfile.mkdtemp(prefix="g", dir="/tmp")  # short: gpg-agent's socket path
     genv = {**env, "GNUPGHOME": home, "PASSWORD_STORE_DIR": str(tmp_path / "store")}
     try:
