@@ -62,7 +62,12 @@ class RequestError(UsageError):
 
 
 def unb64(text: str, field: str) -> bytes:
-    """records.unb64 (the one canonical spelling), as a usage error of the request."""
+    """records.unb64 (the one canonical spelling), as a usage error of the request.
+
+    Unlike a vault.tsv field, an empty string is allowed: it is the empty value.
+    """
+    if text == "":
+        return b""
     try:
         return records.unb64(text, f"field {field!r}")
     except FormatError as e:
