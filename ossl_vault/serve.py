@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -289,13 +290,19 @@ class _WriteProtocol(asyncio.streams.FlowControlMixin):
         return self.closed
 
 
+def pollable(fd: int) -> bool:
+    """Whether epoll can watch ``fd``: a pipe, a socket or a terminal, not a file or /dev/null."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 async def stdio_streams() -> tuple[asyncio.StreamReader, Send, Callable[[], Awaitable[None]]]:
     """stdin as a stream reader and a sender to stdout, for pipes, sockets, ttys or files."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE)
-    try:
+    if pollable(0):
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except ValueError:  # a regular file: no pipe transport, so read it on a thread
+    else:  # a file or /dev/null: epoll refuses them, so read on a thread
 
         def pump() -> None:
             while chunk := os.read(0, 65536):
@@ -303,9 +310,7 @@ async def stdio_streams() -> tuple[asyncio.StreamReader, Send, Callable[[], Awai
             loop.call_soon_threadsafe(reader.feed_eof)
 
         threading.Thread(target=pump, daemon=True).start()
-    try:
-        transport, protocol = await loop.connect_write_pipe(_WriteProtocol, sys.stdout)
-    except ValueError:  # a regular file: plain blocking writes
+    if not pollable(1):  # a file or /dev/null: plain blocking writes
 
         async def send_file(data: bytes) -> None:
             view = memoryview(data)
@@ -316,6 +321,7 @@ async def stdio_streams() -> tuple[asyncio.StreamReader, Send, Callable[[], Awai
             return None
 
         return reader, send_file, nothing
+    transport, protocol = await loop.connect_write_pipe(_WriteProtocol, sys.stdout)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def send(data: bytes) -> None:

@@ -235,6 +235,23 @@ def test_eof_ends_the_server_after_every_reply(vault: VaultDir) -> None:
     assert server.p.stderr.read() == b""  # type: ignore[union-attr]
 
 
+def test_stdin_and_stdout_from_dev_null_or_files(vault: VaultDir, tmp_path: Path) -> None:
+    """epoll refuses /dev/null and regular files: the server reads and writes them anyway."""
+    Vault(str(vault.path)).put_many({"f/1": b"one"})
+    argv = [*CLI, "--vault", str(vault.path), "--identity", str(vault.keydir / "rsa.key")]
+    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+        done = subprocess.run([*argv, "serve", "--stdio"], stdin=null_in, stdout=null_out,
+                              stderr=subprocess.PIPE, env=vault.env, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
+    requests, replies = tmp_path / "requests", tmp_path / "replies"
+    requests.write_bytes(b'{"id": 1, "op": "get", "name": "f/1"}\n')
+    with requests.open("rb") as f_in, replies.open("wb") as f_out:
+        done = subprocess.run([*argv, "serve", "--stdio"], stdin=f_in, stdout=f_out,
+                              stderr=subprocess.PIPE, env=vault.env, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert json.loads(replies.read_bytes()) == {"id": 1, "result": {"value_b64": b64(b"one")}}
+
+
 def test_put_list_generate_share(vault: VaultDir, keydir: Path) -> None:
     vault.ok("recipient", "add", "alice", str(keydir / "p256.pem"), "--no-default")
     server = Server(vault)
