@@ -112,24 +112,40 @@ class AuditLog:
         """The header fields and the whole text; FormatError if it is not a log."""
         try:
             text = self.path.read_bytes().decode("ascii", "surrogateescape")
-        except FileNotFoundError:
-            raise IntegrityError(
-                f"the audit log '{self.path}' is missing", hint="restore it from a backup"
-            ) from None
         except OSError as e:
-            raise OperationError(f"cannot read the audit log '{self.path}': {e.strerror}") from e
-        first = text.split("\n", 1)[0].split("\t")
+            raise self._unreadable(e) from e
+        return self._header(text.split("\n", 1)[0]), text
+
+    def head(self) -> list[str]:
+        """The header fields, from the first line alone (appends need no more)."""
+        try:
+            with open(self.path, "rb") as f:
+                first = f.readline(4096)
+        except OSError as e:
+            raise self._unreadable(e) from e
+        return self._header(first.decode("ascii", "surrogateescape").rstrip("\n"))
+
+    def _unreadable(self, e: OSError) -> VaultError:
+        if isinstance(e, FileNotFoundError):
+            return IntegrityError(
+                f"the audit log '{self.path}' is missing", hint="restore it from a backup"
+            )
+        return OperationError(f"cannot read the audit log '{self.path}': {e.strerror}")
+
+    @staticmethod
+    def _header(first_line: str) -> list[str]:
+        first = first_line.split("\t")
         if len(first) != 4 or first[0] != MAGIC or first[2] not in MODES:
             raise FormatError("the audit log has a bad header")
         if first[1] != VERSION:
             raise FormatError(f"unsupported audit log version {first[1]!r}")
-        return first, text
+        return first
 
     def mode(self) -> str:
-        return self.read()[0][2]
+        return self.head()[2]
 
     def auto_checkpoint(self) -> bool:
-        return self.read()[0][3] == "checkpoint"
+        return self.head()[3] == "checkpoint"
 
     def last_change(self) -> str | None:
         """The index hash of the newest record that changed vault.tsv."""
@@ -140,35 +156,66 @@ class AuditLog:
         return None
 
     def append(self, event: Event, index_hash: str = "-") -> None:
-        """Append one record (caller holds the lock); a torn tail is cut first.
+        """Append one record (caller holds the lock): see :meth:`append_many`."""
+        self.append_many([(event, index_hash)])
 
-        ``index_hash`` is the SHA-256 of vault.tsv as the change leaves it,
-        or "-" for an operation that changed nothing (a read, a failure).
+    def append_many(self, entries: list[tuple[Event, str]]) -> None:
+        """Append records with one write and one fsync (caller holds the lock).
+
+        ``index_hash`` of each is the SHA-256 of vault.tsv as the change
+        leaves it, or "-" for an operation that changed nothing (a read, a
+        failure). Only the log's tail is read, so an append costs the same
+        however long the log has grown; a torn tail is cut first.
         """
-        _, text = self.read()
-        if not text.endswith("\n"):  # a write cut by a crash: it never took effect
-            text = text[: text.rfind("\n") + 1]
-            with open(self.path, "r+b") as f:
-                f.truncate(len(text))
-        lines = text.split("\n")[:-1]
-        seq = len(lines)  # the header is line 0
-        prev = sha256_hex((lines[-1] + "\n").encode())
         uid, user, host, pid = actor()
-        keys = ",".join(k[:16] for k in event.keys) or "-"
-        fields = [
-            str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
-            safe(event.version), keys, safe(event.result), index_hash, prev,
-        ]  # fmt: skip
-        line = "\t".join(fields) + "\n"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, line.encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError as e:
+            raise self._unreadable(e) from e
         except OSError as e:
             raise OperationError(f"cannot write the audit log: {e.strerror}") from e
+        try:
+            seq, last = self._tail(fd)
+            out = []
+            for event, index_hash in entries:
+                keys = ",".join(k[:16] for k in event.keys) or "-"
+                fields = [
+                    str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
+                    safe(event.version), keys, safe(event.result), index_hash, sha256_hex(last),
+                ]  # fmt: skip
+                last = ("\t".join(fields) + "\n").encode("ascii")
+                out.append(last)
+                seq += 1
+            os.write(fd, b"".join(out))
+            os.fsync(fd)
+        except OSError as e:
+            raise OperationError(f"cannot write the audit log: {e.strerror}") from e
+        finally:
+            os.close(fd)
+
+    def _tail(self, fd: int) -> tuple[int, bytes]:
+        """(sequence number of the next record, the last whole line); cuts a torn tail."""
+        size = os.fstat(fd).st_size
+        start, data = size, b""
+        while True:  # read backwards until the last whole line is in ``data``
+            start = max(0, start - max(4096, len(data)))
+            data = os.pread(fd, size - start - len(data), start) + data
+            end = data.rfind(b"\n")
+            begin = data.rfind(b"\n", 0, max(end, 0)) + 1 if end >= 0 else -1
+            if start == 0 or begin > 0:
+                break
+        if end < 0:
+            raise FormatError("the audit log has a bad header")
+        if start + end + 1 < size:  # a write cut by a crash: it never took effect
+            os.ftruncate(fd, start + end + 1)
+        last = data[begin : end + 1]
+        if start == 0 and begin == 0:
+            return 1, last  # the header alone
+        number = last.split(b"\t", 1)[0]
+        if number.isdigit():
+            return int(number) + 1, last
+        whole = os.pread(fd, start + end + 1, 0)  # a damaged record: count lines, as before
+        return whole.count(b"\n"), last
 
     def records(self) -> list[Record]:
         """Every record, parsed (verify checks the chain)."""

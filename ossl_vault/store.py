@@ -11,13 +11,21 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .audit import AuditLog, Event
 from .crypto import sha256_hex
-from .errors import BusyError, IntegrityError, NotFoundError, OperationError, UsageError
+from .errors import (
+    BusyError,
+    IntegrityError,
+    NotFoundError,
+    OperationError,
+    UsageError,
+    VaultError,
+)
 from .records import Index, parse
 
 INDEX = "vault.tsv"
@@ -51,6 +59,58 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+class Pending:
+    """A read's or failure's audit record, waiting for its batch to be written."""
+
+    __slots__ = ("done", "error", "event", "skipped")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.done = False
+        self.error: BaseException | None = None
+        self.skipped = False  # a best-effort log could not take it
+
+
+class GroupCommit:
+    """The audit records of one process's concurrent reads, one write and fsync a batch.
+
+    The first thread to find no batch being written writes every record
+    queued for that vault and wakes the others; records arriving meanwhile
+    form the next batch. Each caller returns only once its own record is
+    durable (or has failed), so a value is still released after its record.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queues: dict[Path, list[Pending]] = {}
+        self.writing: set[Path] = set()
+
+    def submit(self, store: Store, event: Event) -> Pending:
+        pending = Pending(event)
+        with self.cond:
+            self.queues.setdefault(store.root, []).append(pending)
+            while not pending.done:
+                if store.root in self.writing:
+                    self.cond.wait()
+                    continue
+                batch = self.queues.pop(store.root)
+                self.writing.add(store.root)
+                self.cond.release()
+                try:
+                    store.write_batch(batch)
+                except BaseException as e:  # a bug: every waiter hears of it, none hangs
+                    for p in batch:
+                        p.error = p.error or e
+                    raise
+                finally:
+                    self.cond.acquire()
+                    for p in batch:
+                        p.done = True
+                    self.writing.discard(store.root)
+                    self.cond.notify_all()
+        return pending
 
 
 class Store:
@@ -153,43 +213,69 @@ class Store:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
             for digest, blob in blobs.items():
                 atomic_write(self.root / BLOBS / digest, blob)
-            self._audit(event or Event(self.op), sha256_hex(data), changes=True)
+            self._audit(event or Event(self.op), sha256_hex(data))
             atomic_write(self.index_path, data)
             self.changes += 1
         except OSError as e:
             raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
         self.collect_garbage(index)
 
-    def _audit(self, event: Event, index_hash: str, changes: bool) -> None:
-        """Append a record; in 'required' mode a failure to log fails the operation."""
+    def _audit(self, event: Event, index_hash: str) -> None:
+        """Append a change's record; in 'required' mode a failure to log fails the change.
+
+        A record whose change never reached vault.tsv (a crash between the
+        two) is marked first by an "incomplete" record.
+        """
         log = AuditLog(self.root)
         mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
         with self._audit_lock():
-            self._append(log, mode, event, index_hash, changes)
-
-    def _append(
-        self, log: AuditLog, mode: str, event: Event, index_hash: str, changes: bool
-    ) -> None:
-        try:
-            if changes and self.exists():
-                current = sha256_hex(self.index_path.read_bytes())
-                if log.last_change() not in (None, current):
-                    log.append(Event("incomplete", result="last-change-did-not-land"), current)
-            log.append(event, index_hash if changes else "-")
-            self.logged += 1
-        except OperationError:
-            if mode == "required":
-                raise
-            self.audit_skipped += 1
+            try:
+                if self.exists():
+                    current = sha256_hex(self.index_path.read_bytes())
+                    if log.last_change() not in (None, current):
+                        log.append(Event("incomplete", result="last-change-did-not-land"), current)
+                log.append(event, index_hash)
+                self.logged += 1
+            except OperationError:
+                if mode == "required":
+                    raise
+                self.audit_skipped += 1
 
     def log(self, event: Event) -> None:
-        """Record an operation that changed nothing (a read, a failure).
+        """Record an operation that changed nothing (a read, a failure); return once durable.
 
-        Only the audit log's own lock is taken, so reads do not wait for writers.
+        Only the audit log's own lock is taken, so reads do not wait for
+        writers; records of concurrent reads in this process share one write
+        and one fsync (:class:`GroupCommit`).
         """
         if not self.exists():
             raise NotFoundError(f"no vault at '{self.root}'")
-        self._audit(event, "-", changes=False)
+        pending = GROUP_COMMIT.submit(self, event)
+        if pending.error is not None:
+            raise pending.error
+        if pending.skipped:
+            self.audit_skipped += 1
+        else:
+            self.logged += 1
+
+    def write_batch(self, batch: list[Pending]) -> None:
+        """Append the records of ``batch`` under the log's lock; each learns its outcome."""
+        error: VaultError | None = None
+        skipped = False
+        log = AuditLog(self.root)
+        try:
+            mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
+            with self._audit_lock():
+                try:
+                    log.append_many([(p.event, "-") for p in batch])
+                except OperationError:
+                    if mode == "required":
+                        raise
+                    skipped = True
+        except VaultError as e:
+            error = e
+        for p in batch:
+            p.error, p.skipped = error, skipped
 
     @contextmanager
     def _audit_lock(self) -> Iterator[None]:
@@ -226,3 +312,6 @@ class Store:
         """Remove what :meth:`garbage` lists; only a lock holder may call it."""
         for path in self.garbage(index):
             path.unlink(missing_ok=True)
+
+
+GROUP_COMMIT = GroupCommit()

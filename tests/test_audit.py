@@ -357,6 +357,69 @@ def test_concurrent_writers_each_leave_their_record(vault: VaultDir, tmp_path: P
     assert not any(r[6] == "incomplete" for r in records)
 
 
+def test_concurrent_reads_in_one_process_share_fsyncs_and_keep_the_chain(
+    vault: VaultDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 threads log reads at once: 64 records, fewer writes, and the chain holds."""
+    import threading
+
+    from ossl_vault import audit
+    from ossl_vault.store import Store
+
+    v = vault
+    v.ok("put", "a", input=VALUE)
+    writes: list[int] = []
+    real = audit.AuditLog.append_many
+
+    def counting(self: audit.AuditLog, entries: list) -> None:
+        writes.append(len(entries))
+        real(self, entries)
+
+    monkeypatch.setattr(audit.AuditLog, "append_many", counting)
+    barrier = threading.Barrier(64)
+    errors: list[BaseException] = []
+
+    def read(i: int) -> None:
+        try:
+            barrier.wait()
+            Store(v.path, None, "get").log(audit.Event("get", f"s{i}", "1", ("ab" * 8,)))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert sum(writes) == 64 and len(writes) < 64, writes
+    records = read_log(v.path / "audit.log")
+    assert sorted(r[7] for r in records if r[6] == "get") == sorted(f"s{i}" for i in range(64))
+    v.ok("audit", "verify", identity=None)
+
+
+def test_appending_reads_only_the_tail_of_a_long_log(vault: VaultDir) -> None:
+    """A log of 20,000 records: the next record still chains, numbered from the last."""
+    v = vault
+    v.ok("put", "a", input=VALUE)
+    log = v.path / "audit.log"
+    lines = log.read_bytes().split(b"\n")[:-1]
+    last = lines[-1]
+    filler = []
+    for _ in range(20000):
+        f = last.split(b"\t")
+        f[0] = b"%d" % (int(f[0]) + 1)
+        f[6], f[11], f[12] = b"get", b"-", sha_hex(last + b"\n").encode()
+        last = b"\t".join(f)
+        filler.append(last + b"\n")
+    with log.open("ab") as fh:
+        fh.write(b"".join(filler))
+    v.ok("get", "a")
+    records = read_log(log)
+    assert int(records[-1][0]) == len(lines) + 20000 and records[-1][6:8] == ["get", "a"]
+    v.ok("audit", "verify", identity=None)
+
+
 # -- 2. tampering: both verifiers, the same verdict --------------------------------------
 
 
