@@ -12,6 +12,10 @@ not dumpable (no ptrace, no /proc/PID/mem for other processes of the uid).
 
 A data key is cached by (vault, name, version, blob hash); a cached key still
 goes through the blob hash and record MAC check before anything is decrypted.
+Next to it the agent keeps the value it decrypted, under the record's MAC: a
+read whose blob and MAC check out again gets that value without running
+``openssl enc -d`` once more on the same authenticated bytes. Values under a
+per-secret password are never kept (the password is checked on every read).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from .wrapping import Identity, unlock_passphrase
 
 DEFAULT_TTL = 15 * 60.0
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
+MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
 MAX_SOCKET_PATH = 107  # bytes of sun_path, less its NUL
 CLIENT_TIMEOUT = 60.0
 ENCRYPTED_PEM = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
@@ -63,7 +68,8 @@ AGENT_SCHEMAS = {
     "stop": (),
 }
 
-CacheKey = tuple[str, str, int, str]
+CacheKey = tuple[str, str, int, str]  # vault, name, version, blob SHA-256
+ValueKey = tuple[str, str, int, str, bytes]  # and the record MAC
 
 
 class Keyring:
@@ -73,6 +79,8 @@ class Keyring:
         self.files = files
         self.gpg = gpg
         self.keys: dict[CacheKey, tuple[bytearray, str | None]] = {}  # and the wrap's FPR
+        self.values: dict[ValueKey, bytearray] = {}  # decrypted, oldest first
+        self.value_bytes = 0
         self.indexes: dict[str, tuple[bytes, Index]] = {}  # parsed vault.tsv, by vault
         self.lock = threading.Lock()
         self.wiped = False
@@ -98,10 +106,31 @@ class Keyring:
                     self.keys[key] = (bytearray(dk), fpr)
         else:  # the blob hash and record MAC are checked all the same
             ct = vault.open_with_key(index, v, dk)
-        given = None if password is None else (lambda _name: password)
-        value = vault._decrypt(v, dk, ct, given)
+        value_key = (*key, v.tag)
+        with self.lock:
+            kept = self.values.get(value_key) if v.password is None else None
+            value = bytes(kept) if kept is not None else None
+        if value is None:
+            given = None if password is None else (lambda _name: password)
+            value = vault._decrypt(v, dk, ct, given)
+            if v.password is None:
+                self.keep(value_key, value)
         vault.store.log(vault.event(v.name, v.version, [fpr] if fpr else []))
         return value
+
+    def keep(self, key: ValueKey, value: bytes) -> None:
+        """Hold a decrypted value, forgetting (and zeroing) the oldest past the limit."""
+        if len(value) > MAX_VALUE_BYTES:
+            return
+        with self.lock:
+            if self.wiped or key in self.values:
+                return
+            self.values[key] = bytearray(value)
+            self.value_bytes += len(value)
+            while self.value_bytes > MAX_VALUE_BYTES:
+                old = self.values.pop(next(iter(self.values)))
+                self.value_bytes -= len(old)
+                old[:] = bytes(len(old))
 
     def index(self, vault: Vault) -> Index:
         """The vault's index, parsed again only when the bytes of vault.tsv change."""
@@ -129,6 +158,10 @@ class Keyring:
             for dk, _fpr in self.keys.values():
                 dk[:] = bytes(len(dk))
             self.keys.clear()
+            for value in self.values.values():
+                value[:] = bytes(len(value))
+            self.values.clear()
+            self.value_bytes = 0
             self.indexes.clear()
             for identity in self.files:
                 if isinstance(identity.key, bytearray):
@@ -142,6 +175,7 @@ class Keyring:
                     {"source": i.source, "fingerprint": i.fingerprint} for i in self.files
                 ],
                 "data_keys": len(self.keys),
+                "values": len(self.values),
             }
 
 
@@ -464,7 +498,7 @@ def forward(path: str, message: dict[str, object]) -> dict[str, object] | None:
     if isinstance(reply.get("result"), dict):
         return reply["result"]
     error = reply.get("error")
-    if isinstance(error, dict) and error.get("code") in FINAL:
+    if isinstance(error, dict) and (error.get("code") in FINAL or error.get("final") is True):
         raise RemoteError(error["code"], str(error.get("message")), error.get("hint"))
     return None
 

@@ -279,6 +279,7 @@ def agent_status(socket_path: str | None, as_json: bool) -> None:
     for i in identities:  # type: ignore[attr-defined]
         click.echo(f"  {str(i['fingerprint'])[:16]}  {i['source']}")
     click.echo(f"data keys held: {result.get('data_keys')}")
+    click.echo(f"values held: {result.get('values')}")
 
 
 # -- secrets into a command's environment ---------------------------------------------

@@ -29,6 +29,7 @@ class VaultError(Exception):
     """Base of every error ossl-vault reports; carries its exit code."""
 
     exit_code = FAILED
+    final = False  # an agent's answer no other reader could change (docs/protocol.md)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -58,6 +59,12 @@ class AccessDenied(VaultError):
     """No usable identity, or a wrong passphrase or password."""
 
     exit_code = DENIED
+
+
+class PasswordRefused(AccessDenied):
+    """A secret's own password is missing or wrong: the key was there, so it is final."""
+
+    final = True
 
 
 class IntegrityError(VaultError):

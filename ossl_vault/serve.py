@@ -84,10 +84,14 @@ def reply_ok(request_id: object, result: dict[str, object]) -> bytes:
     return encode({"id": request_id, "result": result})
 
 
-def reply_error(request_id: object, code: int, message: str, hint: str | None = None) -> bytes:
+def reply_error(
+    request_id: object, code: int, message: str, hint: str | None = None, final: bool = False
+) -> bytes:
     error: dict[str, object] = {"code": code, "message": message}
     if hint:
         error["hint"] = hint
+    if final:
+        error["final"] = True
     return encode({"id": request_id, "error": error})
 
 
@@ -214,7 +218,7 @@ class Session:
         except RequestError as e:
             reply = reply_error(e.request_id, e.exit_code, e.message, e.hint)
         except VaultError as e:
-            reply = reply_error(request_id, e.exit_code, e.message, e.hint)
+            reply = reply_error(request_id, e.exit_code, e.message, e.hint, e.final)
         except Exception as e:  # a bug must not end the session: report it, keep serving
             reply = reply_error(request_id, FAILED, f"internal error: {type(e).__name__}: {e}")
         finally:

@@ -14,7 +14,14 @@ from dataclasses import replace
 
 from . import crypto, keys
 from .audit import AuditLog, Event
-from .errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
+from .errors import (
+    AccessDenied,
+    IntegrityError,
+    NotFoundError,
+    PasswordRefused,
+    UsageError,
+    VaultError,
+)
 from .matching import match, who
 from .proc import OpensslFailed
 from .records import (
@@ -314,12 +321,12 @@ class Vault:
         if v.password is not None:
             given = password(v.name) if password else None
             if given is None:
-                raise AccessDenied(
+                raise PasswordRefused(
                     f"secret {v.name!r} needs its password", hint="give --password-file FILE"
                 )
             pk, check = crypto.pbkdf2(given, v.password.salt, v.password.iterations)
             if not crypto.mac_equal(check, v.password.check):
-                raise AccessDenied(f"wrong password for {v.name!r}")
+                raise PasswordRefused(f"wrong password for {v.name!r}")
             ikm = dk + pk
         try:
             return crypto.dec(ct, crypto.hkdf(ikm, VALUE_ENC).hex(), v.salt, v.iv, v.iterations)

@@ -141,6 +141,7 @@ def test_agent_serves_a_key_only_it_holds(
     assert "agent:get\tdb/password\t1" in (vault.path / "audit.log").read_text()
     text = vault.ok("agent", "status", env=a.env, identity=None).out.decode()
     assert f"agent {a.pid} at {a.socket}" in text and "data keys held: 1" in text
+    assert "values held: 1" in text
 
 
 def test_a_cached_key_still_fails_closed(
@@ -163,6 +164,84 @@ def test_a_cached_key_still_fails_closed(
     assert (r.rc, r.out) == (5, b"")
     assert "failed its integrity check" in r.err
     assert status(vault, a.env)[1]["data_keys"] == 1  # it was the cached key that refused
+
+
+def enc_calls(log: Path) -> int:
+    """How many ``openssl enc`` the logging shim has seen."""
+    from test_no_secret_argv import parse_log
+
+    return sum(1 for argv, _env in parse_log(log.read_bytes()) if argv[1:2] == [b"enc"])
+
+
+def shim_path(v: VaultDir, tmp_path: Path) -> Path:
+    """The logging openssl shim first on the PATH of ``v``'s commands; its log file."""
+    from test_no_secret_argv import SHIM
+
+    bindir = tmp_path / "shim-bin"
+    bindir.mkdir()
+    (bindir / "openssl").write_bytes(SHIM.read_bytes())
+    (bindir / "openssl").chmod(0o755)
+    log = tmp_path / "shim.log"
+    log.write_bytes(b"")
+    real = shutil.which("openssl")
+    assert real
+    v.env.update(PATH=f"{bindir}:{v.env['PATH']}", OSSL_SHIM_REAL=real, OSSL_SHIM_LOG=str(log))
+    return log
+
+
+def test_a_kept_value_skips_openssl_but_not_the_checks(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """The second read of a value is answered without openssl enc, after the blob hash and
+    record MAC are checked again; a changed blob is refused, a new version decrypted."""
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A1")
+    log = shim_path(vault, tmp_path)
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    assert get(vault, "a", a.env, enc).out == b"A1"
+    first = enc_calls(log)
+    assert first == 1
+    for _ in range(3):
+        r = get(vault, "a", a.env, enc)
+        assert (r.rc, r.out, r.err) == (0, b"A1", "")
+    assert enc_calls(log) == first  # answered from memory
+    st = status(vault, a.env)[1]
+    assert (st["data_keys"], st["values"]) == (1, 1)
+    reads = (vault.path / "audit.log").read_text().count("agent:get\ta\t1\t")
+    assert reads == 4  # every read is still recorded
+    blob = next((vault.path / "blobs").iterdir())
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.chmod(0o600)
+    blob.write_bytes(bytes(data))
+    r = get(vault, "a", a.env, enc)
+    assert (r.rc, r.out) == (5, b"") and "does not match its hash" in r.err
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    vault.ok("put", "a", input=b"A2")  # a new version: a new value, decrypted once
+    assert get(vault, "a", a.env, enc).out == b"A2"
+    assert get(vault, "a", a.env, enc).out == b"A2"
+    assert enc_calls(log) == first + 2  # the put's encryption and one decryption
+    vault.ok("agent", "stop", env=a.env, identity=None)
+
+
+def test_values_under_a_password_are_not_kept(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    (tmp_path / "pw").write_text("per-secret pw\n")
+    (tmp_path / "wrong").write_text("not it\n")
+    vault.ok("put", "p", "--password-file", str(tmp_path / "pw"), input=b"P")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    for _ in range(2):
+        r = vault.run("--identity", str(enc), "get", "p", "--password-file", str(tmp_path / "pw"),
+                      env=a.env, identity=None)  # fmt: skip
+        assert (r.rc, r.out) == (0, b"P"), r.err
+    st = status(vault, a.env)[1]
+    assert (st["data_keys"], st["values"]) == (1, 0)
+    r = vault.run("--identity", str(enc), "get", "p", "--password-file", str(tmp_path / "wrong"),
+                  env=a.env, identity=None)  # fmt: skip
+    assert (r.rc, r.out) == (4, b"") and "wrong password" in r.err
 
 
 def test_another_uid_is_refused(
