@@ -192,7 +192,7 @@ def test_every_command_leaves_one_record_with_its_fields(vault: VaultDir, tmp_pa
     expect(rec, "get", "db", "-", "-", "exit=4:AccessDenied", change=False)
     r, (rec,) = t.run("get", "pw", "--password-file", str(tmp_path / "wrong"), rc=4)
     assert r.out == b""
-    assert rec[6:8] == ["get", "pw"] and rec[10] == "exit=4:AccessDenied" and rec[11] == "-"
+    assert rec[6:8] == ["get", "pw"] and rec[10] == "exit=4:PasswordRefused" and rec[11] == "-"
     r, (rec,) = t.run("get", "pw", "--password-file", str(tmp_path / "pw"))
     assert r.out == VALUE2
     expect(rec, "get", "pw", "1", {rsa}, "ok", change=False)
@@ -334,7 +334,7 @@ def test_a_failure_after_changes_is_recorded(vault: VaultDir, tmp_path: Path) ->
     t = Tracker(v)
     _, recs = t.run("rotate", rc=4, n=2)
     assert recs[0][6:8] == ["rotate", "a"] and recs[0][10] == "ok"
-    assert recs[1][6] == "rotate" and recs[1][10] == "exit=4:AccessDenied"
+    assert recs[1][6] == "rotate" and recs[1][10] == "exit=4:PasswordRefused"
 
 
 def test_concurrent_writers_each_leave_their_record(vault: VaultDir, tmp_path: Path) -> None:
