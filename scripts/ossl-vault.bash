@@ -112,6 +112,32 @@ vault_get() {
     base64 -d <<<"$_VAULT_B64"
 }
 
+# _vault_b64 B64 VAR: decode into VAR in bash itself, with no fork (a base64 process
+# per value would cost more than the read); for short values, which secrets are.
+declare -gA _VAULT_B64MAP=()
+_vault_b64_alphabet=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/
+for ((_vault_i = 0; _vault_i < 64; _vault_i++)); do
+    _VAULT_B64MAP[${_vault_b64_alphabet:_vault_i:1}]=$_vault_i
+done
+unset _vault_i _vault_b64_alphabet
+_vault_b64() {
+    local s=$1 esc="" b q i n=${#1}
+    for ((i = 0; i < n; i += 4)); do
+        q=$(((_VAULT_B64MAP[${s:i:1}] << 18) | (_VAULT_B64MAP[${s:i+1:1}] << 12)))
+        if [[ ${s:i+2:1} == = ]]; then
+            printf -v b '\\x%02x' $((q >> 16))
+        elif [[ ${s:i+3:1} == = ]]; then
+            q=$((q | _VAULT_B64MAP[${s:i+2:1}] << 6))
+            printf -v b '\\x%02x\\x%02x' $((q >> 16)) $(((q >> 8) & 255))
+        else
+            q=$((q | _VAULT_B64MAP[${s:i+2:1}] << 6 | _VAULT_B64MAP[${s:i+3:1}]))
+            printf -v b '\\x%02x\\x%02x\\x%02x' $((q >> 16)) $(((q >> 8) & 255)) $((q & 255))
+        fi
+        esc+=$b
+    done
+    printf -v "$2" '%b' "$esc"
+}
+
 # vault_read VAR=NAME...: set each VAR to the value of NAME, the requests in flight
 # together (the coprocess decrypts them in parallel). A value holding a NUL byte,
 # which a bash variable cannot carry, is refused (2). Returns the first error code.
@@ -142,8 +168,12 @@ vault_read() {
             }
             var=${var_of[$_VAULT_RID]%%:*} name=${var_of[$_VAULT_RID]#*:} reply=$_VAULT_B64
             pad=${reply##*[!=]} size=$((${#reply} * 3 / 4 - ${#pad}))
-            { value=$(base64 -d <<<"$reply" && printf x); } 2>/dev/null
-            value=${value%x}
+            if ((${#reply} <= 512)); then
+                _vault_b64 "$reply" value
+            else # a long value: one base64 process beats a bash loop
+                { value=$(base64 -d <<<"$reply" && printf x); } 2>/dev/null
+                value=${value%x}
+            fi
             if ((${#value} != size)); then
                 _vault_fail 2 "value of '$name' holds a NUL byte, which $var cannot carry"
                 ((rc)) || rc=2

@@ -87,8 +87,14 @@ class Server:
 
 def test_bash_coproc_reads_200_secrets_exactly(vault: VaultDir, tmp_path: Path) -> None:
     values = tricky_values(200)
+    values["every-byte"] = bytes(range(1, 256))  # decoded by bash itself: every byte but NUL
+    values["long"] = os.urandom(3000).replace(b"\0", b"") + b"."  # by a base64 process
+    for n in range(1, 6):  # each padding case
+        values[f"len/{n}"] = os.urandom(n).replace(b"\0", b"\1")
     Vault(str(vault.path)).put_many(values)
     texts = {f"T{i}": f"s/{i}" for i in (0, 2, 3, 5, 6, 7, 10, 11, 98)}  # no NUL in these
+    texts.update(B="every-byte", L="long", P1="len/1", P2="len/2", P3="len/3", P4="len/4",
+                 P5="len/5")  # fmt: skip
     out = tmp_path / "out"
     out.mkdir()
     script = f"""
