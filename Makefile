@@ -6,10 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean deps
 
-$(STAMP): pyproject.toml
+# editable_mode=strict: a tree of symlinks on a plain sys.path entry, as fast to
+# start as a normal install; the default import hook costs every run 9 ms.
+# A module added or removed changes ossl_vault/'s mtime, and reinstalls.
+INSTALL = $(PY) -m pip install --quiet --config-settings editable_mode=strict -e
+
+$(STAMP): pyproject.toml ossl_vault
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(INSTALL) '.[test]'
+	$(PY) -m compileall -q ossl_vault build
 	touch $(STAMP)
 
 # A throwaway vault with a snakeoil-style cert: store, read, list, and recover
@@ -29,7 +35,8 @@ test: deps $(STAMP) lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -n 2 -q
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(INSTALL) '.[bench]'
+	$(PY) -m compileall -q ossl_vault build
 	bash scripts/install-test-deps --bench
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_get.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_list.py

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, bench_env, interleaved, make_host_key
+from common import COMMAND, ROOT, bench_env, interleaved, make_host_key
 
 
 def import_times(env: dict[str, str]) -> list[tuple[str, float]]:
@@ -48,7 +48,7 @@ def main() -> None:
         d = Path(tmp)
         key, cert = make_host_key(d)
         vault = d / "vault"
-        cli = [sys.executable, "-m", "ossl_vault", "--vault", str(vault)]
+        cli = [*COMMAND, "--vault", str(vault)]
         subprocess.run([*cli, "init", "--recipient", f"host={cert}"], check=True, env=env,
                        capture_output=True)  # fmt: skip
         subprocess.run([*cli, "put", "db/password"], input=b"correct horse battery staple",

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench_env, interleaved, make_host_key
+from common import COMMAND, bench_env, interleaved, make_host_key
 
 from ossl_vault import keys
 from ossl_vault.vault import Vault
@@ -50,7 +50,7 @@ def main() -> None:
         small_n = d / "small_n"
         build(small_n, cert, n_large, 16)
         build(large, cert, n_large, 64 * 1024)
-        cli = [sys.executable, "-m", "ossl_vault"]
+        cli = list(COMMAND)
         runs = {
             f"list, {args.count} secrets": [*cli, "--vault", str(small), "list"],
             f"list --json, {args.count} secrets": [*cli, "--vault", str(small), "list", "--json"],

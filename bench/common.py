@@ -12,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+SCRIPT = Path(sys.executable).parent / "ossl-vault"  # the console script, as users run it
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "ossl_vault"]
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, stdin: bytes = b"") -> float:

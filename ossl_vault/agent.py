@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import tempfile
 import threading
 import time
@@ -37,11 +35,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import sources
+from .agent_client import Connections, ask, peer_uid
 from .errors import (
-    BUSY,
     DENIED,
-    INTEGRITY,
-    NOT_FOUND,
     AccessDenied,
     OperationError,
     UsageError,
@@ -49,7 +45,7 @@ from .errors import (
 )
 from .proc import OpensslFailed, SecretFds, openssl
 from .records import Index, parse
-from .serve import MAX_LINE, SCHEMAS, WORKERS, Fields, Operations, Session, encode, reply_error
+from .serve import MAX_LINE, SCHEMAS, WORKERS, Fields, Operations, Session, reply_error
 from .vault import Identities, Vault
 from .wrapping import Identity, unlock_passphrase
 
@@ -57,9 +53,7 @@ DEFAULT_TTL = 15 * 60.0
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
 MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
 MAX_SOCKET_PATH = 107  # bytes of sun_path, less its NUL
-CLIENT_TIMEOUT = 60.0
 ENCRYPTED_PEM = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
-FINAL = (NOT_FOUND, INTEGRITY, BUSY)  # agent answers a client takes; others mean "try locally"
 AGENT_SCHEMAS = {
     "get": (*SCHEMAS["get"], "vault"),
     "share": (*SCHEMAS["share"], "vault"),
@@ -278,12 +272,6 @@ def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
 def harden() -> None:
     """No core dumps, not dumpable: what the agent holds stays in its memory."""
     import ctypes
@@ -464,43 +452,15 @@ class RemoteError(VaultError):
         self.exit_code = code
 
 
-def call(path: str, message: dict[str, object], timeout: float = CLIENT_TIMEOUT) -> dict:
-    """One request on a fresh connection; the reply. OSError when there is no agent.
-
-    The listener must run as our own uid (SO_PEERCRED) before anything is
-    sent: a stale $OSSL_VAULT_AGENT path under /tmp could have been taken
-    over by another user, who would then see passwords and answer values.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        if peer_uid(s) != os.getuid():
-            raise PermissionError(f"the agent socket {path!r} belongs to another user")
-        s.sendall(encode({"id": 1, **message}))
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk or len(data) > MAX_LINE:
-                raise ConnectionError("the agent closed the connection")
-            data += chunk
-    reply = json.loads(data)
-    if not isinstance(reply, dict):
-        raise ConnectionError("the agent sent no JSON object")
-    return reply
-
-
-def forward(path: str, message: dict[str, object]) -> dict[str, object] | None:
+def forward(path: str | Connections, message: dict[str, object]) -> dict[str, object] | None:
     """The agent's result; None when it is gone or cannot serve this; RemoteError if final."""
-    try:
-        reply = call(path, message)
-    except (OSError, ValueError):
+    reply = path.ask(message) if isinstance(path, Connections) else ask(path, message)
+    if reply is None:
         return None
     if isinstance(reply.get("result"), dict):
-        return reply["result"]
-    error = reply.get("error")
-    if isinstance(error, dict) and (error.get("code") in FINAL or error.get("final") is True):
-        raise RemoteError(error["code"], str(error.get("message")), error.get("hint"))
-    return None
+        return reply["result"]  # type: ignore[return-value]
+    error: dict = reply["error"]  # type: ignore[assignment]
+    raise RemoteError(error["code"], str(error.get("message")), error.get("hint"))
 
 
 def remote_get(

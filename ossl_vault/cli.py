@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, keys, sources
+from . import __version__, entry, keys, sources
 from .errors import EXIT_CODES, USAGE, IntegrityError, VaultError
 from .records import Index
 from .vault import Identities, Vault
@@ -175,7 +175,7 @@ class LazyGroup(click.Group):
 @click.option(
     "--vault",
     envvar="OSSL_VAULT_DIR",
-    default=sources.default_vault,
+    default=entry.default_vault,
     show_default="$OSSL_VAULT_DIR or ~/.local/share/ossl-vault",
     metavar="DIR",
     help="The vault directory.",
@@ -302,7 +302,7 @@ def get(
     if clip and out is not None:
         raise click.UsageError("--clip and --out do not go together")
     value = None
-    if os.environ.get("OSSL_VAULT_AGENT"):  # the agent first, when one is running
+    if os.environ.get("OSSL_VAULT_AGENT") and not entry.ASKED[0]:  # the agent first
         from .cli_scripts import get_via_agent
 
         value = get_via_agent(obj.vault_dir, name, number, password_file)

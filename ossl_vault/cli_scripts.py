@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import sources
+from .agent_client import AGENT_ENV
 from .cli import EPILOG, Context, note, pass_ctx, reader_options
 from .errors import NotFoundError, UsageError, VaultError
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from .wrapping import Identity
 
 ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-AGENT_ENV = "OSSL_VAULT_AGENT"
 MAX_IDENTITY = 64 * 1024
 
 
@@ -231,7 +231,8 @@ def agent_socket(socket_path: str | None) -> str:
 
 
 def agent_call(path: str, op: str) -> dict[str, object]:
-    from .agent import RemoteError, call
+    from .agent import RemoteError
+    from .agent_client import call
 
     try:
         reply = call(path, {"op": op}, timeout=10)

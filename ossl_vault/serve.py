@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, records
+from .agent_client import MAX_LINE, Connections, encode
 from .errors import FAILED, USAGE, FormatError, UsageError, VaultError
 from .records import b64
 from .vault import Vault
@@ -29,7 +30,6 @@ from .vault import Vault
 if TYPE_CHECKING:
     from .agent import Keyring
 
-MAX_LINE = 2 * 1024 * 1024  # a 1 MiB value is about 1.4 MiB of base64
 MAX_IN_FLIGHT = 64  # past this, the session stops reading until a reply goes out
 MAX_ID = 128  # characters of a string id
 WORKERS = 2 * (os.cpu_count() or 1)  # an openssl child per core while Python prepares the next
@@ -73,11 +73,6 @@ def unb64(text: str, field: str) -> bytes:
         return records.unb64(text, f"field {field!r}")
     except FormatError as e:
         raise UsageError(e.message) from None
-
-
-def encode(message: dict[str, object]) -> bytes:
-    """One reply line: compact, ASCII-only JSON, keys in a fixed order (a shell can match it)."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def reply_ok(request_id: object, result: dict[str, object]) -> bytes:
@@ -366,7 +361,8 @@ class Operations:
         agent: str | None = None,
         password: bytes | None = None,
     ) -> None:
-        self.keyring, self.vault_of, self.agent, self.password = keyring, vault_of, agent, password
+        self.keyring, self.vault_of, self.password = keyring, vault_of, password
+        self.agent = Connections(agent) if agent else None
 
     def __call__(self, op: str, fields: Fields) -> dict[str, object]:
         if op == "ping":

@@ -18,12 +18,6 @@ from .wrapping import Identity, key_file_identity
 SNAKEOIL_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
 
 
-def default_vault() -> str:
-    """``$XDG_DATA_HOME/ossl-vault`` (``~/.local/share/ossl-vault``)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return os.path.join(base, "ossl-vault")
-
-
 def default_identity_paths() -> list[str]:
     """The user's own identity file, then the Debian snakeoil key."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")

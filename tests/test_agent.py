@@ -471,3 +471,68 @@ def test_a_socket_of_another_uid_gets_nothing(vault: VaultDir, tmp_path: Path) -
         assert log.read_bytes() == b""  # not even the request reached it
     finally:
         shutil.rmtree(shared)
+
+
+# -- `get` through the agent before the CLI loads (ossl_vault/entry.py) -------------------
+
+
+def imported(v: VaultDir, env: dict[str, str], *args: str) -> tuple[Result, set[str]]:
+    """Run ``python -X importtime -m ossl_vault ARGS``: the result, the modules imported."""
+    from conftest import CLI
+
+    p = subprocess.run([CLI[0], "-X", "importtime", *CLI[1:], *args], capture_output=True,
+                       env=env, timeout=60, start_new_session=True)  # fmt: skip
+    err = p.stderr.decode()
+    modules = {
+        ln.split("|")[-1].strip() for ln in err.splitlines() if ln.startswith("import time:")
+    }
+    rest = "".join(ln + "\n" for ln in err.splitlines() if not ln.startswith("import time:"))
+    return Result(p.returncode, p.stdout, rest), modules
+
+
+def test_a_plain_get_is_answered_before_the_cli_loads(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    enc, pf = enc_key
+    vault.ok("put", "db/pw", input=b"one")
+    vault.ok("put", "db/pw", input=b"two\n")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    at = ["--vault", str(vault.path), "--identity", str(enc)]
+    for args, out in (
+        ([*at, "get", "db/pw"], b"two\n"),
+        ([f"--vault={vault.path}", "-i", str(enc), "get", "db/pw", "--version", "1"], b"one"),
+        ([*at, "--lock-timeout", "5", "get", "db/pw", "--version=2"], b"two\n"),
+    ):
+        r, modules = imported(vault, a.env, *args)
+        assert (r.rc, r.out, r.err) == (0, out, ""), args
+        assert "click" not in modules and "ossl_vault.cli" not in modules, args
+    records = (vault.path / "audit.log").read_text()
+    assert records.count("\tagent:get\tdb/pw\t") == 3  # each fast read recorded by the agent
+    # a final error from the agent: the CLI's error line and exit code, still no CLI
+    r, modules = imported(vault, a.env, *at, "get", "no/such")
+    assert (r.rc, r.out) == (3, b"") and "click" not in modules
+    assert r.err == vault.run("get", "no/such").err  # the same words as without an agent
+    # anything else goes to the full CLI
+    for args in (["get", "db/pw", "--out", str(tmp_path / "o")], ["--version"], ["list"],
+                 ["get", "--version", "1", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
+        _r, modules = imported(vault, a.env, "--vault", str(vault.path), *args)
+        assert "click" in modules, args
+
+
+def test_a_get_the_agent_cannot_answer_asks_it_once(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """The agent holds no key for this vault: one refusal in its log, then a local read."""
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    (tmp_path / "other").mkdir()
+    other = VaultDir(tmp_path / "other" / "v", vault.keydir, vault.env)
+    ed = vault.keydir / "p256.pem"
+    other.ok("init", "--recipient", f"p256={ed}", identity=None)
+    other.ok("put", "a", input=b"B", identity=None)
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    r = other.run("get", "a", env=a.env, identity="p256")
+    assert (r.rc, r.out, r.err) == (0, b"B", "")
+    log = (other.path / "audit.log").read_text()
+    assert log.count("\tagent:get\ta\t") == 1  # refused once (exit 4), not asked again
+    assert log.count("\tget\ta\t1\t") == 1  # the local read

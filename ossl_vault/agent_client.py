@@ -1,0 +1,123 @@
+"""The client half of the agent protocol: light enough to run before the CLI loads.
+
+Only the standard library's socket, struct and json: ``ossl-vault get``
+through a running agent (:mod:`ossl_vault.entry`) pays for nothing more.
+docs/protocol.md is the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+
+AGENT_ENV = "OSSL_VAULT_AGENT"
+CLIENT_TIMEOUT = 60.0
+MAX_LINE = 2 * 1024 * 1024  # a 1 MiB value is about 1.4 MiB of base64
+NOT_FOUND, INTEGRITY, BUSY = 3, 5, 6  # as in errors.py, which this module does not import
+FINAL = (NOT_FOUND, INTEGRITY, BUSY)  # agent answers a client takes; others mean "try locally"
+
+
+def encode(message: dict[str, object]) -> bytes:
+    """One line: compact, ASCII-only JSON, keys in a fixed order (a shell can match it)."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def connect(path: str, timeout: float = CLIENT_TIMEOUT) -> socket.socket:
+    """A connection to the agent at ``path``; OSError when there is none.
+
+    The listener must run as our own uid (SO_PEERCRED) before anything is
+    sent: a stale $OSSL_VAULT_AGENT path under /tmp could have been taken
+    over by another user, who would then see passwords and answer values.
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(path)
+        if peer_uid(s) != os.getuid():
+            raise PermissionError(f"the agent socket {path!r} belongs to another user")
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def exchange(s: socket.socket, message: dict[str, object]) -> dict:
+    """Send one request, read its reply line (no request is ever in flight beside it)."""
+    s.sendall(encode({"id": 1, **message}))
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk or len(data) > MAX_LINE:
+            raise ConnectionError("the agent closed the connection")
+        data += chunk
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise ConnectionError("the agent sent no JSON object")
+    return reply
+
+
+def call(path: str, message: dict[str, object], timeout: float = CLIENT_TIMEOUT) -> dict:
+    """One request on a fresh connection; the reply. OSError when there is no agent."""
+    with connect(path, timeout) as s:
+        return exchange(s, message)
+
+
+def final(reply: dict) -> dict[str, object] | None:
+    """``reply`` if a client should take it: a result, or an error no local read changes.
+
+    None for an error that means "read it yourself" (the agent holds no key
+    for this), or a reply that is not one.
+    """
+    if isinstance(reply.get("result"), dict):
+        return reply
+    error = reply.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        if error["code"] in FINAL or error.get("final") is True:
+            return reply
+    return None
+
+
+def ask(path: str, message: dict[str, object]) -> dict[str, object] | None:
+    """The agent's final reply (see :func:`final`); None also when there is no agent."""
+    try:
+        return final(call(path, message))
+    except (OSError, ValueError):
+        return None
+
+
+class Connections:
+    """Connections to one agent kept open across requests, one per thread (serve's workers).
+
+    A kept connection that fails (the agent restarted) is replaced once; a
+    fresh one that fails means there is no agent, and the caller reads itself.
+    """
+
+    def __init__(self, path: str) -> None:
+        import threading
+
+        self.path = path
+        self.local = threading.local()
+
+    def ask(self, message: dict[str, object]) -> dict[str, object] | None:
+        for _attempt in range(2):
+            s: socket.socket | None = getattr(self.local, "socket", None)
+            kept = s is not None
+            try:
+                if s is None:
+                    s = self.local.socket = connect(self.path)
+                return final(exchange(s, message))
+            except (OSError, ValueError):
+                if s is not None:
+                    s.close()
+                self.local.socket = None
+                if not kept:
+                    return None
+        return None
