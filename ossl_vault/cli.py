@@ -1,8 +1,9 @@
 """The ``ossl-vault`` command line: thin click commands over :mod:`ossl_vault.vault`.
 
-Only this module prints and exits. Every error is one line
-``ossl-vault: error: ...``, maybe a ``hint: ...`` line, and an exit code from
-:mod:`ossl_vault.errors`.
+Only this module prints and exits (and :mod:`ossl_vault.entry`, the console
+script, which answers a plain ``get`` through the agent before this loads).
+Every error is one line ``ossl-vault: error: ...``, maybe a ``hint: ...``
+line, and an exit code from :mod:`ossl_vault.errors`.
 """
 
 from __future__ import annotations
