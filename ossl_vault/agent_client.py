@@ -49,18 +49,27 @@ def connect(path: str, timeout: float = CLIENT_TIMEOUT) -> socket.socket:
     return s
 
 
-def exchange(s: socket.socket, message: dict[str, object]) -> dict:
+class Unanswered(ConnectionError):
+    """The connection was closed before any byte of a reply: the request may be sent again."""
+
+
+def exchange(s: socket.socket, message: dict[str, object], request_id: int = 1) -> dict:
     """Send one request, read its reply line (no request is ever in flight beside it)."""
-    s.sendall(encode({"id": 1, **message}))
+    try:
+        s.sendall(encode({"id": request_id, **message}))
+    except (BrokenPipeError, ConnectionResetError) as e:
+        raise Unanswered(str(e)) from e
     data = b""
     while not data.endswith(b"\n"):
         chunk = s.recv(65536)
+        if not chunk and not data:
+            raise Unanswered("the agent closed the connection")
         if not chunk or len(data) > MAX_LINE:
             raise ConnectionError("the agent closed the connection")
         data += chunk
     reply = json.loads(data)
-    if not isinstance(reply, dict):
-        raise ConnectionError("the agent sent no JSON object")
+    if not isinstance(reply, dict) or reply.get("id") != request_id:
+        raise ConnectionError("the agent sent no reply to this request")
     return reply
 
 
@@ -96,15 +105,19 @@ def ask(path: str, message: dict[str, object]) -> dict[str, object] | None:
 class Connections:
     """Connections to one agent kept open across requests, one per thread (serve's workers).
 
-    A kept connection that fails (the agent restarted) is replaced once; a
-    fresh one that fails means there is no agent, and the caller reads itself.
+    A kept connection closed before it took the request or answered any of
+    it (the agent restarted) is replaced once; any other failure, or one on a
+    fresh connection, means no agent, and the caller reads the secret itself.
+    Request ids count up per connection and each reply must carry its own.
     """
 
     def __init__(self, path: str) -> None:
+        import itertools
         import threading
 
         self.path = path
         self.local = threading.local()
+        self.ids = itertools.count(1)
 
     def ask(self, message: dict[str, object]) -> dict[str, object] | None:
         for _attempt in range(2):
@@ -113,11 +126,11 @@ class Connections:
             try:
                 if s is None:
                     s = self.local.socket = connect(self.path)
-                return final(exchange(s, message))
-            except (OSError, ValueError):
+                return final(exchange(s, message, next(self.ids)))
+            except (OSError, ValueError) as e:
                 if s is not None:
                     s.close()
                 self.local.socket = None
-                if not kept:
+                if not (kept and isinstance(e, Unanswered)):
                     return None
         return None

@@ -93,6 +93,17 @@ def actor() -> tuple[str, str, str, str]:
     return str(os.getuid()), safe(user), safe(socket.gethostname()), str(os.getpid())
 
 
+def write_all(fd: int, data: bytes, size: int) -> None:
+    """Append all of ``data`` or none: a short write (disk full) is cut back to ``size``."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
 class AuditLog:
     """audit.log of one vault directory; every method but reads needs the vault lock."""
 
@@ -176,9 +187,10 @@ class AuditLog:
             raise OperationError(f"cannot write the audit log: {e.strerror}") from e
         try:
             seq, last = self._tail(fd)
+            size = os.fstat(fd).st_size
             out = []
             for event, index_hash in entries:
-                keys = ",".join(k[:16] for k in event.keys) or "-"
+                keys = _SAFE.sub("?", ",".join(k[:16] for k in event.keys)) or "-"
                 fields = [
                     str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
                     safe(event.version), keys, safe(event.result), index_hash, sha256_hex(last),
@@ -186,7 +198,7 @@ class AuditLog:
                 last = ("\t".join(fields) + "\n").encode("ascii")
                 out.append(last)
                 seq += 1
-            os.write(fd, b"".join(out))
+            write_all(fd, b"".join(out), size)
             os.fsync(fd)
         except OSError as e:
             raise OperationError(f"cannot write the audit log: {e.strerror}") from e

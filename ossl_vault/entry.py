@@ -30,11 +30,13 @@ def default_vault() -> str:
 def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
     """(vault, name, version) of ``[globals] get NAME [--version N]``; None for anything else."""
     vault = None
+    given = set()
     i = 0
     while i < len(argv) and argv[i] != "get":
         option, eq, value = argv[i].partition("=")
         if option not in _GLOBAL or (option == "-i" and eq):
             return None
+        given.add(option)
         if not eq:
             if i + 1 >= len(argv):
                 return None
@@ -60,6 +62,9 @@ def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
         if not (text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10):
             return None
         number = int(text)
+    timeout = os.environ.get("OSSL_VAULT_LOCK_TIMEOUT")
+    if "--lock-timeout" not in given and timeout and not _is_float(timeout):
+        return None  # the CLI says what is wrong with it
     vault = vault or os.environ.get("OSSL_VAULT_DIR") or default_vault()
     return os.path.abspath(vault), name, number
 

@@ -62,7 +62,7 @@ class AccessDenied(VaultError):
 
 
 class PasswordRefused(AccessDenied):
-    """A secret's own password is missing or wrong: the key was there, so it is final."""
+    """A secret's own password was given and is wrong: the key was there, so it is final."""
 
     final = True
 

@@ -26,6 +26,7 @@ MAX_RECIPIENT = 64
 MAX_ITER = 10_000_000
 KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg", "recovery")
 ORIGINS = ("new", "same")
+NAME_HINT = "use letters, digits and ._@+=:,- in components separated by single '/'"
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
 _RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
@@ -38,14 +39,15 @@ def check_name(name: str) -> str:
     """Validate a secret name (format.md section 2); raise UsageError if bad."""
     if not name:
         raise UsageError("secret name is empty")
-    if len(name.encode()) > MAX_NAME:
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # bytes of argv that are not UTF-8
+        raise UsageError(f"invalid secret name {name!a}", hint=NAME_HINT) from None
+    if size > MAX_NAME:
         raise UsageError(f"secret name {name!r} is longer than {MAX_NAME} bytes")
     for part in name.split("/"):
         if part in ("", ".", "..") or not _COMPONENT.match(part):
-            raise UsageError(
-                f"invalid secret name {name!r}",
-                hint="use letters, digits and ._@+=:,- in components separated by single '/'",
-            )
+            raise UsageError(f"invalid secret name {name!r}", hint=NAME_HINT)
     return name
 
 

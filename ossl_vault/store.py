@@ -8,6 +8,7 @@ index names.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import secrets
@@ -252,7 +253,11 @@ class Store:
             raise NotFoundError(f"no vault at '{self.root}'")
         pending = GROUP_COMMIT.submit(self, event)
         if pending.error is not None:
-            raise pending.error
+            try:  # each thread its own copy: one object raised in many threads mixes tracebacks
+                error = copy.copy(pending.error)
+            except Exception:
+                error = pending.error
+            raise error
         if pending.skipped:
             self.audit_skipped += 1
         else:

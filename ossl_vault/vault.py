@@ -321,7 +321,7 @@ class Vault:
         if v.password is not None:
             given = password(v.name) if password else None
             if given is None:
-                raise PasswordRefused(
+                raise AccessDenied(  # not final: a reader with a terminal may prompt
                     f"secret {v.name!r} needs its password", hint="give --password-file FILE"
                 )
             pk, check = crypto.pbkdf2(given, v.password.salt, v.password.iterations)

@@ -517,6 +517,8 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
                  ["get", "--version", "1", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
         _r, modules = imported(vault, a.env, "--vault", str(vault.path), *args)
         assert "click" in modules, args
+    r, modules = imported(vault, {**a.env, "OSSL_VAULT_LOCK_TIMEOUT": "soon"}, *at, "get", "db/pw")
+    assert (r.rc, r.out) == (2, b"") and "click" in modules  # the CLI refuses it, as always
 
 
 def test_a_get_the_agent_cannot_answer_asks_it_once(
@@ -536,3 +538,40 @@ def test_a_get_the_agent_cannot_answer_asks_it_once(
     log = (other.path / "audit.log").read_text()
     assert log.count("\tagent:get\ta\t") == 1  # refused once (exit 4), not asked again
     assert log.count("\tget\ta\t1\t") == 1  # the local read
+
+
+def test_a_missing_password_is_asked_for_at_a_terminal(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """The agent cannot prompt; its "needs its password" is not final, so the CLI asks."""
+    import pty
+
+    from conftest import CLI
+
+    enc, pf = enc_key
+    (tmp_path / "pw").write_text("guard pw\n")
+    vault.ok("put", "guarded", "--password-file", str(tmp_path / "pw"), input=b"G!")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    argv = [*CLI, "--vault", str(vault.path), "--identity", str(vault.keydir / "rsa.key"),
+            "get", "guarded"]  # fmt: skip
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        os.execve(argv[0], argv, a.env)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"password of 'guarded'" not in seen:
+        assert time.monotonic() < deadline, seen
+        seen += os.read(fd, 4096)
+    os.write(fd, b"guard pw\n")
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert seen.endswith(b"G!"), seen

@@ -334,7 +334,7 @@ def test_a_failure_after_changes_is_recorded(vault: VaultDir, tmp_path: Path) ->
     t = Tracker(v)
     _, recs = t.run("rotate", rc=4, n=2)
     assert recs[0][6:8] == ["rotate", "a"] and recs[0][10] == "ok"
-    assert recs[1][6] == "rotate" and recs[1][10] == "exit=4:PasswordRefused"
+    assert recs[1][6] == "rotate" and recs[1][10] == "exit=4:AccessDenied"
 
 
 def test_concurrent_writers_each_leave_their_record(vault: VaultDir, tmp_path: Path) -> None:
@@ -902,6 +902,28 @@ def test_unwritable_log_fails_closed(nobody_dir: Path, keydir: Path, env: dict[s
     assert r.rc == 0, r.err
     rec = read_log(v.path / "audit.log")[-1]
     assert rec[2:4] == [str(NOBODY), "nobody"] and rec[6:8] == ["put", "new"]
+
+
+def test_a_short_write_to_the_log_is_cut_back_and_fails_closed(vault: VaultDir) -> None:
+    """The file-size limit lets part of a record through: it is cut back, no value goes out."""
+    import resource
+
+    v = vault
+    v.ok("put", "a", input=VALUE)
+    log = v.path / "audit.log"
+    before = log.read_bytes()
+    limit = len(before) + 40  # less than a record
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    argv = [*CLI, "--vault", str(v.path), "--identity", str(v.keydir / "rsa.key"), "get", "a"]
+    p = subprocess.run(argv, capture_output=True, env=v.env, timeout=60,
+                       preexec_fn=small_files)  # fmt: skip
+    assert (p.returncode, p.stdout) == (1, b""), p.stderr
+    assert p.stderr.decode().startswith("ossl-vault: error: cannot write the audit log: ")
+    assert log.read_bytes() == before  # no torn line left behind
+    v.ok("audit", "verify", identity=None)
 
 
 def test_best_effort_goes_ahead_without_the_record(

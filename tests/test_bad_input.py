@@ -152,6 +152,7 @@ BAD_NAMES = {
     "129 bytes": "x" * 129,
     "space": "a b",
     "non-ASCII": "caf\u00e9",
+    "not UTF-8": "x\udcff",  # the byte 0xff on the command line
     "leading dot": ".hidden",
     "control char": "a\x01b",
 }
