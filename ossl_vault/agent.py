@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import sources
-from .agent_client import Connections, ask, peer_uid
+from .agent_client import Connections, ask, get_request, peer_uid, value_of
 from .errors import (
     DENIED,
     AccessDenied,
@@ -467,14 +467,5 @@ def remote_get(
     path: str, vault_dir: str, name: str, number: int | None, password: bytes | None
 ) -> bytes | None:
     """A secret's value through the agent; None when the caller should read it itself."""
-    from .serve import b64, unb64
-
-    message: dict[str, object] = {"op": "get", "vault": os.path.abspath(vault_dir), "name": name}
-    if number is not None:
-        message["version"] = number
-    if password is not None:
-        message["password_b64"] = b64(password)
-    result = forward(path, message)
-    if result is None or not isinstance(result.get("value_b64"), str):
-        return None
-    return unb64(str(result["value_b64"]), "value_b64")
+    result = forward(path, get_request(vault_dir, name, number, password))
+    return None if result is None else value_of(result)

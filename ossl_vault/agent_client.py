@@ -1,21 +1,25 @@
 """The client half of the agent protocol: light enough to run before the CLI loads.
 
-Only the standard library's socket, struct and json: ``ossl-vault get``
-through a running agent (:mod:`ossl_vault.entry`) pays for nothing more.
+Only the standard library's socket, struct, json and base64 (and the exit
+codes): ``ossl-vault get`` through a running agent (:mod:`ossl_vault.entry`)
+pays for nothing more.
 docs/protocol.md is the contract.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import socket
 import struct
 
+from .errors import BUSY, INTEGRITY, NOT_FOUND
+
 AGENT_ENV = "OSSL_VAULT_AGENT"
 CLIENT_TIMEOUT = 60.0
 MAX_LINE = 2 * 1024 * 1024  # a 1 MiB value is about 1.4 MiB of base64
-NOT_FOUND, INTEGRITY, BUSY = 3, 5, 6  # as in errors.py, which this module does not import
 FINAL = (NOT_FOUND, INTEGRITY, BUSY)  # agent answers a client takes; others mean "try locally"
 
 
@@ -99,6 +103,29 @@ def ask(path: str, message: dict[str, object]) -> dict[str, object] | None:
     try:
         return final(call(path, message))
     except (OSError, ValueError):
+        return None
+
+
+def get_request(
+    vault_dir: str, name: str, number: int | None, password: bytes | None = None
+) -> dict[str, object]:
+    """The agent's ``get`` of a secret (``vault`` made absolute, as the agent demands)."""
+    message: dict[str, object] = {"op": "get", "vault": os.path.abspath(vault_dir), "name": name}
+    if number is not None:
+        message["version"] = number
+    if password is not None:
+        message["password_b64"] = base64.b64encode(password).decode("ascii")
+    return message
+
+
+def value_of(result: dict) -> bytes | None:
+    """The value a ``get`` result carries; None if it carries none that decodes."""
+    text = result.get("value_b64")
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
         return None
 
 

@@ -303,7 +303,7 @@ def get(
     if clip and out is not None:
         raise click.UsageError("--clip and --out do not go together")
     value = None
-    if os.environ.get("OSSL_VAULT_AGENT") and not entry.ASKED[0]:  # the agent first
+    if os.environ.get("OSSL_VAULT_AGENT") and not entry.ASKED:  # the agent first
         from .cli_scripts import get_via_agent
 
         value = get_via_agent(obj.vault_dir, name, number, password_file)

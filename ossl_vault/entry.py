@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-ASKED = [False]  # the agent was asked already in this process: the CLI need not ask again
+ASKED = False  # the agent was asked already in this process: the CLI need not ask again
 _GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
            "--lock-timeout": "lock-timeout"}  # fmt: skip
 
@@ -66,7 +66,7 @@ def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
     if "--lock-timeout" not in given and timeout and not _is_float(timeout):
         return None  # the CLI says what is wrong with it
     vault = vault or os.environ.get("OSSL_VAULT_DIR") or default_vault()
-    return os.path.abspath(vault), name, number
+    return vault, name, number
 
 
 def _is_float(text: str) -> bool:
@@ -79,26 +79,20 @@ def _is_float(text: str) -> bool:
 
 def agent_get(path: str, argv: list[str]) -> None:
     """Answer a plain ``get`` through the agent and exit; return when it cannot."""
+    global ASKED
     wanted = plain_get(argv)
     if wanted is None:
         return
-    import base64
+    from .agent_client import ask, get_request, value_of
 
-    from .agent_client import ask
-
-    ASKED[0] = True
-    vault, name, number = wanted
-    message: dict[str, object] = {"op": "get", "vault": vault, "name": name}
-    if number is not None:
-        message["version"] = number
-    reply = ask(path, message)
+    ASKED = True
+    reply = ask(path, get_request(*wanted))
     if reply is None:
         return
     result, error = reply.get("result"), reply.get("error")
     if isinstance(result, dict):
-        try:
-            value = base64.b64decode(result["value_b64"], validate=True)
-        except (KeyError, TypeError, ValueError):
+        value = value_of(result)
+        if value is None:
             return  # garbled: the CLI reads it itself
         try:
             sys.stdout.buffer.write(value)

@@ -175,17 +175,10 @@ def enc_calls(log: Path) -> int:
 
 def shim_path(v: VaultDir, tmp_path: Path) -> Path:
     """The logging openssl shim first on the PATH of ``v``'s commands; its log file."""
-    from test_no_secret_argv import SHIM
+    from test_no_secret_argv import logging_openssl
 
-    bindir = tmp_path / "shim-bin"
-    bindir.mkdir()
-    (bindir / "openssl").write_bytes(SHIM.read_bytes())
-    (bindir / "openssl").chmod(0o755)
-    log = tmp_path / "shim.log"
-    log.write_bytes(b"")
-    real = shutil.which("openssl")
-    assert real
-    v.env.update(PATH=f"{bindir}:{v.env['PATH']}", OSSL_SHIM_REAL=real, OSSL_SHIM_LOG=str(log))
+    shim_env, log = logging_openssl(tmp_path, v.env)
+    v.env.update(shim_env)
     return log
 
 
@@ -372,7 +365,7 @@ def test_no_secret_on_an_openssl_command_line(
     vault: VaultDir, tmp_path: Path, keydir: Path, enc_key: tuple[Path, Path], agents: list[Agent]
 ) -> None:
     """Promise 2 for the agent and the coprocess: the logging shim sees every openssl."""
-    from test_no_secret_argv import SHIM, parse_log, pem_der, spellings
+    from test_no_secret_argv import parse_log, pem_der, spellings
 
     from ossl_vault.vault import Identities, Vault
     from ossl_vault.wrapping import Identity
@@ -381,15 +374,7 @@ def test_no_secret_on_an_openssl_command_line(
     phrase = tmp_path / "phrase"
     phrase.write_text("a vault passphrase never on argv\n")
     vault.ok("recipient", "add", "pp", "--passphrase-file", str(phrase))
-    bindir = tmp_path / "shim-bin"
-    bindir.mkdir()
-    (bindir / "openssl").write_bytes(SHIM.read_bytes())
-    (bindir / "openssl").chmod(0o755)
-    log = tmp_path / "shim.log"
-    real = shutil.which("openssl")
-    assert real
-    vault.env.update(PATH=f"{bindir}:{vault.env['PATH']}", OSSL_SHIM_REAL=real,
-                     OSSL_SHIM_LOG=str(log))  # fmt: skip
+    log = shim_path(vault, tmp_path)
     value = b"value-" + os.urandom(24).hex().encode()
     a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), "--passphrase-file",
               str(phrase), identity=enc)  # fmt: skip

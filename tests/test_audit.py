@@ -398,8 +398,8 @@ def test_concurrent_reads_in_one_process_share_fsyncs_and_keep_the_chain(
     v.ok("audit", "verify", identity=None)
 
 
-def test_appending_reads_only_the_tail_of_a_long_log(vault: VaultDir) -> None:
-    """A log of 20,000 records: the next record still chains, numbered from the last."""
+def test_appending_to_a_long_log_numbers_from_its_last_record(vault: VaultDir) -> None:
+    """A log of 20,000 records (appends read only its tail): the next record still chains."""
     v = vault
     v.ok("put", "a", input=VALUE)
     log = v.path / "audit.log"

@@ -27,6 +27,20 @@ SHIM = ROOT / "tests" / "openssl-shim"
 ALPHABET = string.ascii_letters + string.digits
 
 
+def logging_openssl(tmp_path: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """``env`` with the logging shim first on PATH as ``openssl``; and its (empty) log."""
+    real = shutil.which("openssl", path=env.get("PATH"))
+    assert real, "openssl not on PATH"
+    bindir = tmp_path / "shim-bin"
+    bindir.mkdir()
+    shutil.copyfile(SHIM, bindir / "openssl")
+    (bindir / "openssl").chmod(0o755)
+    log = tmp_path / "shim.log"
+    log.write_bytes(b"")
+    path = f"{bindir}:{env.get('PATH', '')}"
+    return {**env, "PATH": path, "OSSL_SHIM_REAL": real, "OSSL_SHIM_LOG": str(log)}, log
+
+
 def distinctive(tag: str, n: int = 32) -> bytes:
     """A long random printable value: finding it in the log cannot be chance."""
     return (tag + "-" + "".join(secrets.choice(ALPHABET) for _ in range(n))).encode()
@@ -124,19 +138,7 @@ def derived_keys(
 def test_no_secret_reaches_openssl_argv_or_env(
     tmp_path: Path, keydir: Path, env: dict[str, str]
 ) -> None:
-    real = shutil.which("openssl", path=env.get("PATH"))
-    assert real, "openssl not on PATH"
-    bindir = tmp_path / "shim-bin"
-    bindir.mkdir()
-    shutil.copyfile(SHIM, bindir / "openssl")
-    (bindir / "openssl").chmod(0o755)
-    log = tmp_path / "shim.log"
-    shim_env = {
-        **env,
-        "PATH": f"{bindir}:{env.get('PATH', '')}",
-        "OSSL_SHIM_REAL": real,
-        "OSSL_SHIM_LOG": str(log),
-    }
+    shim_env, log = logging_openssl(tmp_path, env)
     assert "OSSL_VAULT_OPENSSL" not in shim_env
     v = VaultDir(tmp_path / "vault", keydir, shim_env)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, VaultDir, need
-from test_no_secret_argv import SHIM, distinctive, spellings
+from test_no_secret_argv import distinctive, logging_openssl, spellings
 
 RECOVER = ROOT / "scripts" / "ossl-vault-recover"
 
@@ -369,15 +369,7 @@ def test_plaintext_export_needs_the_flag_and_warns(
 def test_no_value_reaches_openssl_argv_or_env(
     tmp_path: Path, keydir: Path, otherkeys: Path, env: dict[str, str]
 ) -> None:
-    real = shutil.which("openssl", path=env.get("PATH"))
-    assert real
-    bindir = tmp_path / "shim-bin"
-    bindir.mkdir()
-    shutil.copyfile(SHIM, bindir / "openssl")
-    (bindir / "openssl").chmod(0o755)
-    log = tmp_path / "shim.log"
-    shim_env = {**env, "PATH": f"{bindir}:{env['PATH']}", "OSSL_SHIM_REAL": real,
-                "OSSL_SHIM_LOG": str(log)}  # fmt: skip
+    shim_env, log = logging_openssl(tmp_path, env)
     v = VaultDir(tmp_path / "v", keydir, shim_env)
     o = VaultDir(tmp_path / "o", otherkeys, shim_env)
     v.ok("init", "-r", f"host={keydir / 'rsa.pem'}", identity=None)
