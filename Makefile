@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 # editable_mode=strict: a tree of symlinks on a plain sys.path entry, as fast to
 # start as a normal install; the default import hook costs every run 9 ms.
-# A module added or removed changes ossl_vault/'s mtime, and reinstalls.
+# A module added or removed changes the mtime of its folder, and reinstalls.
+PKG_DIRS := $(shell find ossl_vault -type d -not -name __pycache__)
 INSTALL = $(PY) -m pip install --quiet --config-settings editable_mode=strict -e
 
-$(STAMP): pyproject.toml ossl_vault
+$(STAMP): pyproject.toml $(PKG_DIRS)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(INSTALL) '.[test]'

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from common import COMMAND, ROOT, bench_env, make_host_key
 
-from ossl_vault.vault import Vault
+from ossl_vault.ops.vault import Vault
 
 HELPER = ROOT / "scripts" / "ossl-vault.bash"
 Run = Callable[[list[str]], None]  # reads the given secret names once

@@ -22,12 +22,12 @@ from common import COMMAND, ROOT, bench_env, interleaved, make_host_key
 
 def import_times(env: dict[str, str]) -> list[tuple[str, float]]:
     """Cumulative import time (ms) of the top-level modules `ossl-vault get` loads."""
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ossl_vault.cli"],
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import ossl_vault.cli.main"],
                        capture_output=True, text=True, env=env, check=True)  # fmt: skip
     out = []
     for line in p.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s+(\S+)$", line)
-        if m and m.group(2) in ("click", "filelock", "tabulate", "json", "ossl_vault.cli"):
+        if m and m.group(2) in ("click", "filelock", "tabulate", "json", "ossl_vault.cli.main"):
             out.append((m.group(2), int(m.group(1)) / 1000))
     sh = subprocess.run([sys.executable, "-X", "importtime", "-c", "import sh"],
                         capture_output=True, text=True, env=env)  # fmt: skip

@@ -20,15 +20,15 @@ from pathlib import Path
 
 from common import COMMAND, bench_env, interleaved, make_host_key
 
-from ossl_vault import keys
-from ossl_vault.vault import Vault
+from ossl_vault.keys import loader
+from ossl_vault.ops.vault import Vault
 
 
 def build(root: Path, cert: Path, count: int, size: int) -> float:
     """A vault of ``count`` real secrets of ``size`` bytes; returns seconds taken."""
     start = time.perf_counter()
     v = Vault(str(root))
-    v.init([("host", keys.from_file(str(cert)))])
+    v.init([("host", loader.from_file(str(cert)))])
     value = os.urandom(size)
     v.put_many({f"app{i // 100:03d}/secret{i % 100:02d}": value for i in range(count)})
     return time.perf_counter() - start

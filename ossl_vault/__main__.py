@@ -1,3 +1,3 @@
-from .entry import main
+from ossl_vault.cli.entry import main
 
 main()

@@ -367,8 +367,8 @@ def test_no_secret_on_an_openssl_command_line(
     """Promise 2 for the agent and the coprocess: the logging shim sees every openssl."""
     from test_no_secret_argv import parse_log, pem_der, spellings
 
-    from ossl_vault.vault import Identities, Vault
-    from ossl_vault.wrapping import Identity
+    from ossl_vault.format.wrapping import Identity
+    from ossl_vault.ops.vault import Identities, Vault
 
     enc, pf = enc_key
     phrase = tmp_path / "phrase"
@@ -490,7 +490,7 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
     ):
         r, modules = imported(vault, a.env, *args)
         assert (r.rc, r.out, r.err) == (0, out, ""), args
-        assert "click" not in modules and "ossl_vault.cli" not in modules, args
+        assert "click" not in modules and "ossl_vault.cli.main" not in modules, args
     records = (vault.path / "audit.log").read_text()
     assert records.count("\tagent:get\tdb/pw\t") == 3  # each fast read recorded by the agent
     # a final error from the agent: the CLI's error line and exit code, still no CLI

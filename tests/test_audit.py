@@ -363,8 +363,8 @@ def test_concurrent_reads_in_one_process_share_fsyncs_and_keep_the_chain(
     """64 threads log reads at once: 64 records, fewer writes, and the chain holds."""
     import threading
 
-    from ossl_vault import audit
-    from ossl_vault.store import Store
+    from ossl_vault.storage import audit
+    from ossl_vault.storage.store import Store
 
     v = vault
     v.ok("put", "a", input=VALUE)

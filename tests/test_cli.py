@@ -18,8 +18,8 @@ from conftest import CLI, KINDS, Result, VaultDir, assert_error
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ossl_vault import records
-from ossl_vault.records import Index
+from ossl_vault.format import records
+from ossl_vault.format.records import Index
 
 MIB = 1024 * 1024
 EXIT_CODES = {

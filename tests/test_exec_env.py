@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import CLI, VaultDir
 
-from ossl_vault.vault import Vault
+from ossl_vault.ops.vault import Vault
 
 TRICKY = {
     "t/space": b"two words  and a tab\there ",

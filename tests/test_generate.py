@@ -1,4 +1,4 @@
-"""ossl_vault.generate: uniformly random values from the real ``openssl rand``."""
+"""ossl_vault.ops.generate: uniformly random values from the real ``openssl rand``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from ossl_vault import generate as gen
 from ossl_vault.errors import UsageError
+from ossl_vault.ops import generate as gen
 
 ALNUM = set(string.ascii_letters + string.digits)
 

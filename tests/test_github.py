@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import key_pages
 
-from ossl_vault import github, ssh
 from ossl_vault.errors import NotFoundError, OperationError, UsageError
+from ossl_vault.keys import github, ssh
 
 
 def keygen(d: Path, name: str, *args: str) -> bytes:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from ossl_vault import gpg
 from ossl_vault.errors import (
     AccessDenied,
     IntegrityError,
@@ -27,6 +26,7 @@ from ossl_vault.errors import (
     OperationError,
     UsageError,
 )
+from ossl_vault.keys import gpg
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = b"correct horse battery"
@@ -314,7 +314,7 @@ def test_no_secret_on_argv_or_environment(keys: Keys, writer: Path, tmp_path: Pa
 def test_library_prints_nothing(keys: Keys) -> None:
     code = (
         "import sys\n"
-        "from ossl_vault import gpg\n"
+        "from ossl_vault.keys import gpg\n"
         "for f in (lambda: gpg.decrypt(b'junk', sys.argv[1]),\n"
         "          lambda: gpg.export_public('nobody@example.org', sys.argv[1]),\n"
         "          lambda: gpg.fingerprint_of(b'junk')):\n"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from conftest import ROOT, VaultDir
 
-from ossl_vault import crypto
-from ossl_vault.records import Wrap
-from ossl_vault.store import Store
-from ossl_vault.vault import VALUE_ENC, VALUE_MAC
-from ossl_vault.wrapping import WRAP_ENC, WRAP_MAC, Identity, unlock_passphrase, unwrap
+from ossl_vault.format.records import Wrap
+from ossl_vault.format.wrapping import WRAP_ENC, WRAP_MAC, Identity, unlock_passphrase, unwrap
+from ossl_vault.openssl import crypto
+from ossl_vault.ops.vault import VALUE_ENC, VALUE_MAC
+from ossl_vault.storage.store import Store
 
 SHIM = ROOT / "tests" / "openssl-shim"
 ALPHABET = string.ascii_letters + string.digits

@@ -1,4 +1,4 @@
-"""Pure-function tests of ossl_vault.records: one canonical encoding of vault.tsv.
+"""Pure-function tests of ossl_vault.format.records: one canonical encoding of vault.tsv.
 
 parse(serialize(x)) == x for any index, and for a real vault.tsv (made by the
 CLI) every single-byte mutation is either refused with FormatError (an
@@ -17,9 +17,9 @@ from conftest import KINDS, VaultDir, clean_env
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ossl_vault import records
 from ossl_vault.errors import FormatError, IntegrityError
-from ossl_vault.records import Index, Ledger, Password, Recipient, Version, Wrap
+from ossl_vault.format import records
+from ossl_vault.format.records import Index, Ledger, Password, Recipient, Version, Wrap
 
 # -- a real vault.tsv, made once per module through the CLI -----------------------
 

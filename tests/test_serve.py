@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conftest import CLI, ROOT, VaultDir
 
-from ossl_vault.vault import Vault
+from ossl_vault.ops.vault import Vault
 
 HELPER = ROOT / "scripts" / "ossl-vault.bash"
 MAX_LINE = 2 * 1024 * 1024

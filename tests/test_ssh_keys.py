@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ossl_vault import crypto, proc, ssh
 from ossl_vault.errors import AccessDenied, OperationError, UsageError
+from ossl_vault.keys import ssh
+from ossl_vault.openssl import crypto, proc
 
 SUPPORTED = {"rsa": "rsa", "ec256": "p256", "ec384": "p384"}
 CURVES = {"p256": "P-256", "p384": "P-384"}

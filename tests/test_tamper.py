@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from conftest import KINDS, Result, VaultDir
 
-from ossl_vault import matching
 from ossl_vault.errors import IntegrityError, VaultError
-from ossl_vault.store import Store
-from ossl_vault.vault import Identities, Vault
-from ossl_vault.wrapping import key_file_identity, unlock_passphrase
+from ossl_vault.format import matching
+from ossl_vault.format.wrapping import key_file_identity, unlock_passphrase
+from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.storage.store import Store
 
 NAME = "db/prod-password"
 SECRET_FIELDS = (

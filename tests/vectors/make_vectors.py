@@ -18,10 +18,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from ossl_vault import keys as keymod  # noqa: E402
-from ossl_vault import sharing  # noqa: E402
-from ossl_vault.crypto import ENC_ITER  # noqa: E402
-from ossl_vault.vault import Vault  # noqa: E402
+from ossl_vault.keys import loader  # noqa: E402
+from ossl_vault.openssl.crypto import ENC_ITER  # noqa: E402
+from ossl_vault.ops import sharing  # noqa: E402
+from ossl_vault.ops.vault import Vault  # noqa: E402
 
 KEYS = HERE / "keys"
 PASSPHRASE = "correct horse battery staple"
@@ -51,7 +51,7 @@ def make_keys() -> None:
 def build(root: Path, recipients: list[str], passphrase: bool, password: bool,
           value: bytes) -> None:  # fmt: skip
     v = Vault(str(root))
-    v.init([(r, keymod.from_file(str(KEYS / f"TEST-ONLY-{r}.pub.pem"))) for r in recipients])
+    v.init([(r, loader.from_file(str(KEYS / f"TEST-ONLY-{r}.pub.pem"))) for r in recipients])
     if passphrase:
         sharing.add_passphrase(v, "backup", PASSPHRASE.encode())
     v.put("app/token", value, None, PASSWORD.encode() if password else None)

@@ -1,0 +1,120 @@
+"""What each request of the line protocol does: ``serve --stdio`` and the agent's operations.
+
+docs/protocol.md is the contract; :mod:`ossl_vault.agent.protocol` reads the
+lines and runs each request here on a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ossl_vault import __version__
+from ossl_vault.agent.client import Connections, RemoteError, forward
+from ossl_vault.agent.protocol import Fields
+from ossl_vault.errors import UsageError, VaultError
+from ossl_vault.format.records import b64
+from ossl_vault.ops.vault import Vault
+
+if TYPE_CHECKING:
+    from ossl_vault.agent.daemon import Keyring
+
+
+class Operations:
+    """What each op does, synchronously, on a worker thread.
+
+    ``vault_of(fields, op)`` opens the vault of a request (serve: the one of
+    ``--vault``; the agent: the request's ``vault`` field), a fresh ``Vault``
+    per request whose audit records name ``op``. With ``agent`` (a socket
+    path), get and share ask the agent first and fall back to ``keyring`` when
+    it is gone or holds no key for the secret. Every request leaves one audit
+    record, as a CLI command does: reads and writes record themselves; a list
+    or a failure is recorded here.
+    """
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        vault_of: Callable[[Fields, str], Vault],
+        agent: str | None = None,
+        password: bytes | None = None,
+    ) -> None:
+        self.keyring, self.vault_of, self.password = keyring, vault_of, password
+        self.agent = Connections(agent) if agent else None
+
+    def __call__(self, op: str, fields: Fields) -> dict[str, object]:
+        if op == "ping":
+            return {"version": __version__}
+
+        vault = self.vault_of(fields, op)
+        handler: Callable[[Vault, Fields], dict[str, object]] = getattr(self, f"op_{op}")
+        try:
+            result = handler(vault, fields)
+        except RemoteError:
+            raise  # the agent has recorded it
+        except VaultError as e:
+            try:
+                audit_outcome(vault, fields, f"exit={e.exit_code}:{type(e).__name__}")
+            except VaultError:
+                pass  # already failing: the first error is the one to report
+            raise
+        if op == "list":
+            audit_outcome(vault, fields, "ok")
+        return result
+
+    def _forward(self, op: str, vault: Vault, fields: Fields) -> dict[str, object] | None:
+        if self.agent is None:
+            return None
+        message = {k: b64(v) if k.endswith("_b64") else v for k, v in fields.items()}
+        return forward(self.agent, {"op": op, "vault": str(vault.store.root), **message})
+
+    def op_get(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        number = fields.get("version")
+        if number is not None and number < 1:
+            raise UsageError("field 'version' must be a positive integer")
+        if "password_b64" not in fields and self.password is not None:
+            fields = {**fields, "password_b64": self.password}
+        forwarded = self._forward("get", vault, fields)
+        if forwarded is not None:
+            return forwarded
+        value = self.keyring.get(vault, fields["name"], number, fields.get("password_b64"))
+        return {"value_b64": b64(value)}
+
+    def op_put(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        to = fields.get("to") or None
+        number = vault.put(fields["name"], fields["value_b64"], to, fields.get("password_b64"))
+        return {"version": number}
+
+    def op_list(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        return {"secrets": vault.list()}
+
+    def op_generate(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        from ossl_vault.ops.generate import generate
+
+        alphabet = "symbols" if fields.get("symbols") else "alnum"
+        fmt = fields.get("format", "base64")
+        value = generate(fmt, fields.get("bytes"), fields.get("length"), alphabet)
+        number = vault.put(fields["name"], value, fields.get("to") or None)
+        result: dict[str, object] = {"version": number}
+        if fields.get("print"):
+            result["value_b64"] = b64(value)
+        return result
+
+    def op_share(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        from ossl_vault.ops.sharing import share
+
+        if not fields["users"]:
+            raise UsageError("field 'users' is empty")
+        forwarded = self._forward("share", vault, fields)
+        if forwarded is not None:
+            return forwarded
+        return {"added": share(vault, fields["name"], fields["users"], self.keyring.identities())}
+
+
+def audit_outcome(vault: Vault, fields: Fields, result: str) -> None:
+    """One audit record for a request that wrote none itself (the CLI does this at exit)."""
+    if vault.store.logged or not (vault.store.root / "audit.log").exists():
+        return
+    event = vault.event(str(fields.get("name") or "-"), fields.get("version"))
+    event.result = result
+    vault.store.log(event)

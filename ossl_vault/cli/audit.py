@@ -1,0 +1,84 @@
+"""``ossl-vault audit``: show, verify and checkpoint the hash-chained audit log."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx
+from ossl_vault.errors import AccessDenied, IntegrityError, UsageError
+from ossl_vault.storage import audit
+
+
+@click.command("audit", epilog=EPILOG)
+@click.argument("args", nargs=-1, metavar="[NAME | verify | checkpoint]")
+@click.option("--since", metavar="TIME", help="Records at or after TIME (RFC 3339, UTC).")
+@click.option("--op", metavar="OP", help="Only this operation (get, put, recipient-add, ...).")
+@click.option("--actor", metavar="USER", help="Only records by this user name or uid.")
+@click.option("--result", type=click.Choice(["ok", "failed"]), help="Only successes or failures.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def audit_cmd(
+    obj: Context,
+    args: tuple[str, ...],
+    since: str | None,
+    op: str | None,
+    actor: str | None,
+    result: str | None,
+    as_json: bool,
+) -> None:
+    """Show the audit log (all of it, or of secret NAME); `audit verify` checks
+    the hash chain, the last change and the signed checkpoint; `audit checkpoint`
+    signs the log's count and head with your RSA or EC identity."""
+    if len(args) > 1:
+        raise UsageError("give at most one of NAME, 'verify' or 'checkpoint'")
+    if since is not None and not audit.TIME.match(since):
+        raise UsageError(
+            f"invalid time {since!r}", hint="give UTC as YYYY-MM-DDTHH:MM:SSZ (or a prefix of it)"
+        )
+    vault = obj.vault()
+    log = audit.AuditLog(vault.store.root)
+    if args == ("verify",):
+        index_bytes = vault.store.index_path.read_bytes()
+        check = audit.signature_checker(vault.store.read_index())
+        verdict = audit.verify(log, index_bytes, check)
+        if verdict.problems:
+            raise IntegrityError(
+                verdict.problems[0], hint="the log or the vault was changed outside ossl-vault"
+            )
+        covered = f", checkpoint covers {verdict.checkpoint}" if verdict.checkpoint else ""
+        note(f"audit log holds: {verdict.records} record(s){covered}")
+        return
+    if args == ("checkpoint",):
+        index = vault.store.read_index()
+        found = audit.signing_identity(index, obj.identities().files)
+        if found is None:
+            raise AccessDenied(
+                "no identity can sign a checkpoint",
+                hint="give --identity with the RSA or EC key of a recipient",
+            )
+        with vault.store.locked():
+            count = audit.write_checkpoint(log, *found)
+        note(f"checkpoint signed over {count} record(s)")
+        return
+    records = log.records()
+    name = args[0] if args else None
+    rows = [
+        r
+        for r in records
+        if (name is None or r.secret == name)
+        and (since is None or r.time >= since)
+        and (op is None or r.op == op)
+        and (actor is None or actor in (r.user, r.uid))
+        and (result is None or (r.result == "ok") == (result == "ok"))
+    ]
+    if as_json:
+        click.echo("".join(json.dumps(r.as_dict()) + "\n" for r in rows), nl=False)
+        return
+    from tabulate import tabulate
+
+    table = [[r.seq, r.time, f"{r.user}@{r.host}", r.op, r.secret, r.version, r.keys, r.result]
+             for r in rows]  # fmt: skip
+    headers = ["SEQ", "TIME", "ACTOR", "OP", "SECRET", "VERSION", "KEYS", "RESULT"]
+    click.echo(tabulate(table, headers, disable_numparse=True))

@@ -1,0 +1,143 @@
+"""What every command module of the CLI shares: the context, the error line, common options.
+
+Command modules import this, never :mod:`ossl_vault.cli.main`, which imports
+them (lazily) to register them on the group.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from ossl_vault.errors import EXIT_CODES, IntegrityError
+from ossl_vault.format.records import Index
+from ossl_vault.ops import sources
+from ossl_vault.ops.vault import Identities, Vault
+
+EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+
+def fail(message: str, hint: str | None, code: int) -> NoReturn:
+    click.echo(f"ossl-vault: error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def note(message: str) -> None:
+    click.echo(f"ossl-vault: {message}", err=True)
+
+
+class Context:
+    """What the group's options chose."""
+
+    def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
+        self.vault_dir = vault
+        self.identity = identity
+        self.lock_timeout = lock_timeout
+        self._vault: Vault | None = None
+        self.op = "-"
+        self.secret = "-"  # noqa: S105 (a secret's name)
+        self.version: int | None = None
+
+    def vault(self) -> Vault:
+        """The vault of this invocation; its audit records name the command."""
+        if self._vault is None:
+            ctx = click.get_current_context()
+            self.op = "-".join(ctx.command_path.split()[1:]) or "-"
+            self.secret = str(ctx.params.get("name") or "-")
+            number = ctx.params.get("number")
+            self.version = number if isinstance(number, int) else None
+            self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
+            log = self._vault.store.root / "audit.log"
+            if self._vault.store.exists() and not log.exists():
+                raise IntegrityError(
+                    f"the audit log '{log}' is missing", hint="restore it from a backup"
+                )
+        return self._vault
+
+    def log_read(self, keys: list[str]) -> None:
+        """Record a read before its result is released (fails closed in 'required' mode)."""
+        vault = self.vault()
+        vault.store.log(vault.event(self.secret, vault.opened_version, keys))
+
+    def log_outcome(self, result: str) -> None:
+        """At exit: one record for a command that recorded nothing itself."""
+        vault = self._vault
+        if vault is None or not vault.store.exists():
+            return  # no vault: nowhere to log (a missing audit log is refused by store.log)
+        attempted = vault.store.logged + vault.store.audit_skipped
+        if not attempted or result != "ok":
+            event = vault.event(self.secret, self.version)
+            event.result = result
+            vault.store.log(event)
+        if vault.store.changes and result == "ok":
+            self.auto_checkpoint(vault)
+        if vault.store.audit_skipped:  # best-effort mode went ahead without them
+            click.echo(
+                f"ossl-vault: warning: {vault.store.audit_skipped} audit record(s) could not "
+                "be written (the vault's audit mode is best-effort)",
+                err=True,
+            )
+
+    def auto_checkpoint(self, vault: Vault) -> None:
+        """Sign a checkpoint after a change, when the vault asks and we can."""
+        from ossl_vault.storage import audit
+
+        log = audit.AuditLog(vault.store.root)
+        if not log.auto_checkpoint():
+            return
+        found = audit.signing_identity(vault.store.read_index(), self.identities().files)
+        if found is not None:
+            with vault.store.locked():
+                audit.write_checkpoint(log, *found)
+
+    def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
+        return sources.identities(self.identity, passphrase_file, ask)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of commands that decrypt: passphrase and per-secret password."""
+    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+    f = click.option(
+        "--passphrase",
+        "ask_passphrase",
+        is_flag=True,
+        help="Prompt for a passphrase recipient's passphrase.",
+    )(f)
+    f = click.option(
+        "--passphrase-file",
+        metavar="FILE",
+        help="Passphrase of a passphrase recipient (first line).",
+    )(f)
+    return f
+
+
+def password_source(path: str | None) -> Callable[[str], bytes | None]:
+    def ask(name: str) -> bytes | None:
+        if path is None and not sources.has_tty():
+            return None
+        return sources.secret_source(path, path is None, f"password of {name!r}")
+
+    return ask
+
+
+def split_names(values: tuple[str, ...]) -> list[str] | None:
+    names = [n for v in values for n in v.split(",") if n]
+    return names or None
+
+
+def warn_expiring(index: Index) -> None:
+    """A warning line per recipient certificate expired or expiring within 30 days."""
+    from ossl_vault.ops.sharing import expiring
+
+    for name, days, when in expiring(index):
+        state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
+        click.echo(f"ossl-vault: warning: certificate of recipient {name!r} {state}", err=True)
+        click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

@@ -1,0 +1,115 @@
+"""The ``ossl-vault`` command: ``get`` through a running agent before the CLI loads.
+
+A script that calls ``ossl-vault get NAME`` in a loop pays Python's start-up
+each time, and most of the rest is importing the CLI (click, the vault code).
+With an agent running (``$OSSL_VAULT_AGENT``), a plain read -- the global
+options ``--vault``, ``--identity``/``-i`` and ``--lock-timeout``, then ``get
+NAME`` with at most ``--version N`` -- is asked of the agent first, importing
+only the standard library's socket and json. The agent checks, decrypts and
+records the read exactly as for any client (docs/protocol.md). Any other
+command line, no agent, or an answer that means "read it yourself" goes to
+the full CLI, which then does not ask the agent a second time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ossl_vault.storage import paths
+
+_GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
+           "--lock-timeout": "lock-timeout"}  # fmt: skip
+
+
+def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
+    """(vault, name, version) of ``[globals] get NAME [--version N]``; None for anything else."""
+    vault = None
+    given = set()
+    i = 0
+    while i < len(argv) and argv[i] != "get":
+        option, eq, value = argv[i].partition("=")
+        if option not in _GLOBAL or (option == "-i" and eq):
+            return None
+        given.add(option)
+        if not eq:
+            if i + 1 >= len(argv):
+                return None
+            i, value = i + 1, argv[i + 1]
+        if _GLOBAL[option] == "vault":
+            if not value:
+                return None
+            vault = value
+        elif _GLOBAL[option] == "lock-timeout" and not _is_float(value):
+            return None  # the CLI says what is wrong with it
+        i += 1
+    rest = argv[i + 1 :]
+    if i >= len(argv) or not rest or rest[0].startswith("-"):
+        return None
+    name, options = rest[0], rest[1:]
+    number = None
+    if options:
+        if len(options) == 1 and options[0].startswith("--version="):
+            options = ["--version", options[0].partition("=")[2]]
+        if len(options) != 2 or options[0] != "--version":
+            return None
+        text = options[1]
+        if not (text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10):
+            return None
+        number = int(text)
+    timeout = os.environ.get("OSSL_VAULT_LOCK_TIMEOUT")
+    if "--lock-timeout" not in given and timeout and not _is_float(timeout):
+        return None  # the CLI says what is wrong with it
+    vault = vault or os.environ.get("OSSL_VAULT_DIR") or paths.default_vault()
+    return vault, name, number
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def agent_get(path: str, argv: list[str]) -> None:
+    """Answer a plain ``get`` through the agent and exit; return when it cannot."""
+    wanted = plain_get(argv)
+    if wanted is None:
+        return
+    from ossl_vault.agent import client
+
+    client.ASKED = True
+    reply = client.ask(path, client.get_request(*wanted))
+    if reply is None:
+        return
+    result, error = reply.get("result"), reply.get("error")
+    if isinstance(result, dict):
+        value = client.value_of(result)
+        if value is None:
+            return  # garbled: the CLI reads it itself
+        try:
+            sys.stdout.buffer.write(value)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os._exit(1)
+        sys.exit(0)
+    assert isinstance(error, dict)  # ask() returns only results and final errors
+    sys.stderr.write(f"ossl-vault: error: {error.get('message')}\n")
+    if error.get("hint"):
+        sys.stderr.write(f"hint: {error['hint']}\n")
+    sys.exit(int(error["code"]))
+
+
+def main() -> None:
+    """The console script: the agent's fast path for a plain read, else the CLI.
+
+    It never returns (both exit). ``typing`` is not imported for ``NoReturn``:
+    that import alone costs a fast read a quarter of its time.
+    """
+    path = os.environ.get("OSSL_VAULT_AGENT")
+    if path:
+        agent_get(path, sys.argv[1:])
+    from ossl_vault.cli.main import main as cli_main
+
+    cli_main()

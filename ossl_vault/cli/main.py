@@ -1,0 +1,366 @@
+"""The ``ossl-vault`` command line: thin click commands over :mod:`ossl_vault.ops.vault`.
+
+Only this module prints and exits (and :mod:`ossl_vault.cli.entry`, the console
+script, which answers a plain ``get`` through the agent before this loads).
+Every error is one line ``ossl-vault: error: ...``, maybe a ``hint: ...``
+line, and an exit code from :mod:`ossl_vault.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from ossl_vault import __version__
+from ossl_vault.agent import client
+from ossl_vault.cli.common import (
+    EPILOG,
+    Context,
+    fail,
+    note,
+    pass_ctx,
+    password_source,
+    reader_options,
+    split_names,
+    warn_expiring,
+)
+from ossl_vault.errors import USAGE, IntegrityError, VaultError
+from ossl_vault.keys import loader
+from ossl_vault.ops import sources
+from ossl_vault.storage import paths
+
+_INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
+
+
+# Commands that live in other modules, imported only when named (so `get`
+# does not pay for asyncio, shamir-mnemonic or the CMS code).
+LAZY_COMMANDS = {
+    "agent": "ossl_vault.cli.scripts:agent",
+    "audit": "ossl_vault.cli.audit:audit_cmd",
+    "env": "ossl_vault.cli.scripts:env_",
+    "exec": "ossl_vault.cli.scripts:exec_",
+    "export": "ossl_vault.cli.transfer:export",
+    "import": "ossl_vault.cli.transfer:import_",
+    "recipient": "ossl_vault.cli.recipients:recipient",
+    "recovery": "ossl_vault.cli.recovery:recovery_group",
+    "rekey": "ossl_vault.cli.recipients:rekey",
+    "serve": "ossl_vault.cli.scripts:serve",
+    "share": "ossl_vault.cli.recipients:share",
+    "unshare": "ossl_vault.cli.recipients:unshare",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in other modules load on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            return command  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--vault",
+    envvar="OSSL_VAULT_DIR",
+    default=paths.default_vault,
+    show_default="$OSSL_VAULT_DIR or ~/.local/share/ossl-vault",
+    metavar="DIR",
+    help="The vault directory.",
+)
+@click.option(
+    "--identity",
+    "-i",
+    multiple=True,
+    metavar="FILE",
+    help="Private key to read with (repeatable). Default: $OSSL_VAULT_IDENTITY "
+    "(colon-separated), then ~/.config/ossl-vault/identity.pem and " + sources.SNAKEOIL_KEY + ".",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    envvar="OSSL_VAULT_LOCK_TIMEOUT",
+    metavar="SECONDS",
+    help="How long a writer waits for the vault lock (default 60).",
+)
+@click.version_option(__version__, prog_name="ossl-vault")
+@click.pass_context
+def main_group(
+    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+) -> None:
+    """Keep small secrets encrypted on disk with the openssl command line.
+
+    Values are encrypted with `openssl enc` and each secret's key is wrapped
+    for every recipient with `openssl pkeyutl`; docs/format.md tells how to
+    recover any secret with openssl alone.
+    """
+    os.umask(0o077)
+    ctx.obj = Context(vault, identity, lock_timeout)
+    _INVOKED.append(ctx.obj)
+
+
+@main_group.command(epilog=EPILOG)
+@click.option(
+    "--recipient",
+    "-r",
+    "recipients",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="A certificate or public key to encrypt to (repeatable); NAME defaults "
+    "to the file name without extension.",
+)
+@click.option(
+    "--audit",
+    "audit_mode",
+    type=click.Choice(["required", "best-effort"]),
+    default="required",
+    show_default=True,
+    help="required: an operation whose audit record cannot be written fails (as "
+    "HashiCorp Vault does); best-effort: it goes ahead without the record.",
+)
+@click.option(
+    "--audit-checkpoints",
+    is_flag=True,
+    help="After each change, sign an audit checkpoint with the writer's RSA or EC "
+    "identity when it is a recipient.",
+)
+@pass_ctx
+def init(
+    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool
+) -> None:
+    """Create a vault directory (0700) with its first recipients."""
+    pairs = []
+    for spec in recipients:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            name = os.path.basename(spec).split(".")[0]
+        pairs.append((name, loader.from_file(path)))
+    obj.vault().init(pairs, audit_mode, audit_checkpoints)
+    note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option(
+    "--from-file", metavar="FILE", help="Read the value from FILE (else stdin or a prompt)."
+)
+@click.option("--to", multiple=True, metavar="R[,R...]", help="Only these recipients (repeatable).")
+@click.option(
+    "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
+)
+@click.option("--password-file", metavar="FILE", help="Add a per-secret password from FILE.")
+@pass_ctx
+def put(
+    obj: Context,
+    name: str,
+    from_file: str | None,
+    to: tuple[str, ...],
+    ask_password: bool,
+    password_file: str | None,
+) -> None:
+    """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
+    value = sources.read_value(from_file, name)
+    password = sources.secret_source(password_file, ask_password, "password", confirm=True)
+    number = obj.vault().put(name, value, split_names(to), password)
+    note(f"stored {name!r} version {number}")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option("--version", "number", type=click.IntRange(min=1), help="An older version.")
+@click.option("--clip", is_flag=True, help="Copy to the clipboard instead (wl-copy, xclip, xsel).")
+@click.option("--clip-seconds", type=click.IntRange(min=0), default=45, show_default=True,
+              help="Then restore the clipboard's old content (0: never).")  # fmt: skip
+@reader_options
+@pass_ctx
+def get(
+    obj: Context,
+    name: str,
+    out: str | None,
+    number: int | None,
+    clip: bool,
+    clip_seconds: int,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Print the value of NAME, exactly the stored bytes, after checking its integrity."""
+    if clip and out is not None:
+        raise click.UsageError("--clip and --out do not go together")
+    value = None
+    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
+        from ossl_vault.cli.scripts import get_via_agent
+
+        value = get_via_agent(obj.vault_dir, name, number, password_file)
+    if value is None:  # no agent, or it holds no key for this: read it here
+        ids = obj.identities(passphrase_file, ask_passphrase)
+        vault = obj.vault()
+        value = vault.get(name, ids, number, password_source(password_file))
+        obj.log_read([vault.opened_with] if vault.opened_with else [])
+    if clip:
+        from ossl_vault.cli.transfer import clip_value
+
+        clip_value(name, value, clip_seconds)
+    elif out is not None:
+        sources.write_out(out, value)
+    else:
+        sys.stdout.buffer.write(value)
+        sys.stdout.flush()
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["base64", "hex", "password", "raw"]),
+    default="base64",
+    show_default=True,
+    help="How the random bytes are spelled.",
+)
+@click.option("--bytes", "nbytes", type=int, help="Random bytes (default 32: 256 bits).")
+@click.option("--length", type=int, help="Characters for --format password (default: 256 bits).")
+@click.option("--symbols", is_flag=True, help="Passwords also use punctuation.")
+@click.option("--to", multiple=True, metavar="R[,R...]", help="Only these recipients.")
+@click.option("--print", "show", is_flag=True, help="Also print the new value.")
+@pass_ctx
+def generate(
+    obj: Context,
+    name: str,
+    fmt: str,
+    nbytes: int | None,
+    length: int | None,
+    symbols: bool,
+    to: tuple[str, ...],
+    show: bool,
+) -> None:
+    """Store a new uniformly random value (256 bits unless told otherwise)."""
+    from ossl_vault.ops.generate import generate as make
+
+    value = make(fmt, nbytes, length, "symbols" if symbols else "alnum")
+    number = obj.vault().put(name, value, split_names(to))
+    note(f"stored {name!r} version {number} (generated)")
+    if show:
+        sys.stdout.buffer.write(value + (b"\n" if fmt != "raw" else b""))
+
+
+@main_group.command("list", epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--exposed-to", metavar="USER", help="Only secrets USER could ever read.")
+@click.option(
+    "--needs-rotation",
+    is_flag=True,
+    help="Only secrets whose current value was readable by someone since removed.",
+)
+@pass_ctx
+def list_(obj: Context, as_json: bool, exposed_to: str | None, needs_rotation: bool) -> None:
+    """List secrets: names, versions, recipients, dates (nothing is decrypted)."""
+    vault = obj.vault()
+    index = vault.store.read_index()
+    rows = vault.list(index)
+    warn_expiring(index)
+    if exposed_to is not None:
+        rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
+    if needs_rotation:
+        rows = [r for r in rows if r["needs_rotation"]]
+    if as_json:
+        click.echo("".join(json.dumps(row) + "\n" for row in rows), nl=False)
+        return
+    from tabulate import tabulate
+
+    table = [
+        [
+            r["name"],
+            r["version"],
+            ",".join(r["recipients"]),  # type: ignore[arg-type]
+            "yes" if r["password"] else "",
+            ",".join(r["needs_rotation"]) or "",  # type: ignore[arg-type]
+            r["updated"],
+        ]
+        for r in rows
+    ]
+    headers = ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "SEEN BY REMOVED", "UPDATED"]
+    click.echo(tabulate(table, headers, disable_numparse=True))
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("name")
+@pass_ctx
+def rm(obj: Context, name: str) -> None:
+    """Delete a secret and all its versions."""
+    count = obj.vault().remove(name)
+    note(f"removed {name!r} ({count} version(s))")
+
+
+@main_group.command(epilog=EPILOG)
+@click.argument("names", nargs=-1)
+@reader_options
+@pass_ctx
+def rotate(
+    obj: Context,
+    names: tuple[str, ...],
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Re-encrypt secrets (all by default) under fresh data keys, as new versions."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    done = obj.vault().rotate(list(names), ids, password_source(password_file))
+    for name, number in done:
+        note(f"rotated {name!r} to version {number}")
+
+
+@main_group.command(epilog=EPILOG)
+@reader_options
+@pass_ctx
+def fsck(
+    obj: Context, passphrase_file: str | None, ask_passphrase: bool, password_file: str | None
+) -> None:
+    """Check every record's integrity without printing any value."""
+    problems = obj.vault().fsck(obj.identities(passphrase_file, ask_passphrase))
+    for level, message in problems:
+        click.echo(f"{level}: {message}", err=True)
+    errors = sum(1 for level, _ in problems if level == "error")
+    if errors:
+        raise IntegrityError(f"{errors} record(s) failed the check")
+    note("vault is consistent")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    try:
+        main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
+        for obj in _INVOKED:
+            obj.log_outcome("ok")
+    except VaultError as e:
+        for obj in _INVOKED:
+            try:
+                obj.log_outcome(f"exit={e.exit_code}:{type(e).__name__}")
+            except VaultError:
+                pass  # already failing: the first error is the one to report
+        fail(e.message, e.hint, e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else "", err=True)
+        sys.exit(USAGE)
+    except click.UsageError as e:
+        message = e.format_message().rstrip(".")
+        hint = f"run '{e.ctx.command_path} --help'" if e.ctx else None
+        fail(message[:1].lower() + message[1:], hint, USAGE)
+    except click.exceptions.Abort:
+        fail("interrupted", None, 1)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,235 @@
+"""Commands about who can read: ``recipient add|list|rm|renew``, ``share``,
+``unshare`` and ``rekey``. Registered on the main group by :mod:`ossl_vault.cli.main`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ossl_vault.cli.common import (
+    EPILOG,
+    Context,
+    note,
+    pass_ctx,
+    password_source,
+    reader_options,
+    warn_expiring,
+)
+from ossl_vault.errors import UsageError
+from ossl_vault.keys import loader
+from ossl_vault.ops import sharing, sources
+
+
+@click.group()
+def recipient() -> None:
+    """Manage who can read the vault's secrets."""
+
+
+@recipient.command("add", epilog=EPILOG)
+@click.argument("name")
+@click.argument("source", required=False)
+@click.option("--ssh-pubkey", metavar="FILE", help="An OpenSSH public key (RSA or ECDSA).")
+@click.option("--github", metavar="USER", help="The SSH keys of a GitHub user (NAME, NAME-2, ...).")
+@click.option("--gpg", "gpg_key", metavar="KEYID", help="A key of your GnuPG keyring.")
+@click.option("--passphrase", "ask_passphrase", is_flag=True, help="A passphrase (prompt).")
+@click.option("--passphrase-file", metavar="FILE", help="A passphrase from FILE (first line).")
+@click.option(
+    "--default/--no-default",
+    default=True,
+    show_default=True,
+    help="Whether new secrets are shared with it.",
+)
+@pass_ctx
+def recipient_add(
+    obj: Context,
+    name: str,
+    source: str | None,
+    ssh_pubkey: str | None,
+    github: str | None,
+    gpg_key: str | None,
+    ask_passphrase: bool,
+    passphrase_file: str | None,
+    default: bool,
+) -> None:
+    """Add recipient NAME (an email is a good name) from SOURCE, a certificate or
+    public key file (RSA, EC P-256/P-384, X25519, or an OpenSSH RSA/ECDSA .pub),
+    or from one of the options."""
+    chosen = [
+        x is not None for x in (source, ssh_pubkey, github, gpg_key, passphrase_file or None)
+    ] + [ask_passphrase]
+    if sum(chosen) != 1:
+        raise UsageError(
+            "give exactly one of SOURCE, --ssh-pubkey, --github, --gpg, --passphrase(-file)"
+        )
+    vault = obj.vault()
+    if github is not None:
+        added = sharing.add_github(vault, name, github, default)
+    elif gpg_key is not None:
+        added = [sharing.add_gpg(vault, name, gpg_key, default)]
+    elif source is not None or ssh_pubkey is not None:
+        key = loader.from_file(source or ssh_pubkey or "")
+        added = [sharing.add_recipient(vault, name, key, default)]
+    else:
+        secret = sources.secret_source(passphrase_file, True, "passphrase", confirm=True)
+        assert secret is not None
+        added = [sharing.add_passphrase(vault, name, secret, default)]
+    for r in added:
+        note(f"added recipient {r.name!r} ({r.kind}, {r.fingerprint[:16]})")
+
+
+@recipient.command("list", epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@pass_ctx
+def recipient_list(obj: Context, as_json: bool) -> None:
+    """List the recipients, with certificate expiry warnings."""
+    vault = obj.vault()
+    index = vault.store.read_index()
+    warn_expiring(index)
+    rows = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "fingerprint": r.fingerprint,
+            "added": r.added,
+            "default": r.default,
+            "cert": r.cert is not None,
+            "expires": sharing.expiry(r),
+        }
+        for r in sorted(index.recipients.values(), key=lambda r: r.name)
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    from tabulate import tabulate
+
+    table = [
+        [r["name"], r["kind"], str(r["fingerprint"])[:16], r["added"],
+         "yes" if r["default"] else "no", r["expires"] or ""]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["NAME", "KIND", "FINGERPRINT", "ADDED", "DEFAULT", "CERT EXPIRES"]
+    click.echo(tabulate(table, headers, disable_numparse=True))
+
+
+@recipient.command("rm", epilog=EPILOG)
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Delete secrets that would have no reader left.")
+@click.option("--keep-keys", is_flag=True, help="Only drop its wraps (no fresh data keys).")
+@reader_options
+@pass_ctx
+def recipient_rm(
+    obj: Context,
+    name: str,
+    force: bool,
+    keep_keys: bool,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Remove a recipient from every secret, re-encrypting each under a fresh key."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    changed = sharing.remove_recipient(
+        obj.vault(), name, ids, force, keep_keys, password_source(password_file)
+    )
+    how = "dropped its wraps from" if keep_keys else "re-encrypted"
+    note(f"removed recipient {name!r}; {how} {len(changed)} secret(s)")
+    if changed:
+        click.echo(
+            f"ossl-vault: warning: {name!r} could read the current value of "
+            f"{len(changed)} secret(s): change them at their source "
+            "(ossl-vault list --needs-rotation)",
+            err=True,
+        )
+
+
+@recipient.command("renew", epilog=EPILOG)
+@click.argument("name")
+@click.argument("newcert")
+@reader_options
+@pass_ctx
+def recipient_renew(
+    obj: Context,
+    name: str,
+    newcert: str,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Give recipient NAME a renewed certificate or key and re-wrap every secret
+    it reads (the identities must open them: e.g. --identity OLD-KEY)."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    done = sharing.renew(obj.vault(), name, loader.from_file(newcert), ids)
+    note(f"renewed recipient {name!r}; re-wrapped {len(done)} secret(s)")
+
+
+@click.command(epilog=EPILOG)
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+@reader_options
+@pass_ctx
+def share(
+    obj: Context,
+    name: str,
+    users: tuple[str, ...],
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Let recipients USERS read secret NAME (you must be able to read it)."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    added = sharing.share(obj.vault(), name, list(users), ids)
+    note(f"shared {name!r} with {', '.join(added) or 'nobody new'}")
+
+
+@click.command(epilog=EPILOG)
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+@reader_options
+@pass_ctx
+def unshare(
+    obj: Context,
+    name: str,
+    users: tuple[str, ...],
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
+) -> None:
+    """Stop USERS reading secret NAME: re-encrypts it under a fresh data key."""
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    gone = sharing.unshare(obj.vault(), name, list(users), ids, password_source(password_file))
+    if not gone:
+        note(f"{name!r} was not shared with {', '.join(users)}")
+        return
+    note(f"re-encrypted {name!r} without {', '.join(gone)}")
+    click.echo(
+        f"ossl-vault: warning: {', '.join(repr(u) for u in gone)} could read the current "
+        f"value of {name!r}: change it at its source, then 'ossl-vault put {name}'",
+        err=True,
+    )
+
+
+@click.command(epilog=EPILOG)
+@reader_options
+@pass_ctx
+def rekey(
+    obj: Context, passphrase_file: str | None, ask_passphrase: bool, password_file: str | None
+) -> None:
+    """Re-wrap every secret for its wanted recipients (its own list, else the
+    defaults); only secrets whose recipients differ are touched."""
+    vault = obj.vault()
+    ids = obj.identities(passphrase_file, ask_passphrase)
+    total = len(vault.list())
+    steps = sharing.rekey(vault, ids, password_source(password_file))
+    counts: dict[str, int] = {}
+    with click.progressbar(
+        steps, length=total, label="rekey", file=sys.stderr, hidden=not sys.stderr.isatty()
+    ) as bar:
+        for step in bar:
+            counts[step.action] = counts.get(step.action, 0) + 1
+            if step.action != "ok":
+                note(f"{step.name!r}: {step.action} {step.detail}".rstrip())
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no secrets"
+    note(f"rekey done: {summary}")

@@ -1,0 +1,462 @@
+"""vault.tsv: the records of docs/format.md section 2, parsed strictly.
+
+One canonical encoding: a reader refuses unsorted or duplicate lines, wrong
+field counts, non-canonical base64, and unknown parameters; serialising what
+was parsed gives back the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from dataclasses import dataclass, field
+
+from ossl_vault.errors import FormatError, IntegrityError, UsageError
+from ossl_vault.keys import pubkeys
+from ossl_vault.openssl.crypto import (
+    CIPHER,
+    DIGEST,
+    IV_LEN,
+    KDF,
+    KEY_LEN,
+    PASSWORD_ITER,
+    SALT_LEN,
+    sha256_hex,
+)
+
+MAGIC = "ossl-vault"
+FORMAT_VERSION = "1"
+HEADER = f"{MAGIC}\t{FORMAT_VERSION}\n"
+MAX_INDEX = 256 * 1024 * 1024
+MAX_NAME = 128
+MAX_RECIPIENT = 64
+MAX_ITER = 10_000_000
+KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg", "recovery")
+ORIGINS = ("new", "same")
+NAME_HINT = "use letters, digits and ._@+=:,- in components separated by single '/'"
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
+_RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+_NUMBER = re.compile(r"[1-9][0-9]{0,9}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_FPR = re.compile(r"[0-9a-f]{64}\Z|[0-9a-f]{40}\Z")  # SHA-256, or an OpenPGP v4 fingerprint
+
+
+def check_name(name: str) -> str:
+    """Validate a secret name (format.md section 2); raise UsageError if bad."""
+    if not name:
+        raise UsageError("secret name is empty")
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # bytes of argv that are not UTF-8
+        raise UsageError(f"invalid secret name {name!a}", hint=NAME_HINT) from None
+    if size > MAX_NAME:
+        raise UsageError(f"secret name {name!r} is longer than {MAX_NAME} bytes")
+    for part in name.split("/"):
+        if part in ("", ".", "..") or not _COMPONENT.match(part):
+            raise UsageError(f"invalid secret name {name!r}", hint=NAME_HINT)
+    return name
+
+
+def check_recipient_name(name: str) -> str:
+    """Validate a recipient name; raise UsageError if bad."""
+    if not name or len(name) > MAX_RECIPIENT or not _RECIPIENT.match(name):
+        raise UsageError(
+            f"invalid recipient name {name!r}",
+            hint="use 1 to 64 letters, digits and ._@+- (an email address fits)",
+        )
+    return name
+
+
+def b64(data: bytes) -> str:
+    """Canonical base64 (RFC 4648, padded, one line)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, what: str, length: int | None = None) -> bytes:
+    """Strict base64: refuse anything but the one canonical spelling."""
+    if not text:
+        raise FormatError(f"empty {what}")
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise FormatError(f"broken base64 in {what}") from None
+    if binascii.b2a_base64(data, newline=False) != text.encode():
+        raise FormatError(f"non-canonical base64 in {what}")
+    if length is not None and len(data) != length:
+        raise FormatError(f"{what} is {len(data)} bytes, not {length}")
+    return data
+
+
+def _number(text: str, what: str) -> int:
+    if not _NUMBER.match(text):
+        raise FormatError(f"bad {what} {text!r}")
+    return int(text)
+
+
+def _iterations(text: str, what: str, low: int = 1) -> int:
+    n = _number(text, what)
+    if not low <= n <= MAX_ITER:
+        raise FormatError(f"{what} {n} out of range ({low} to {MAX_ITER})")
+    return n
+
+
+def _fixed(text: str, want: str, what: str) -> None:
+    if text != want:
+        raise FormatError(f"unsupported {what} {text!r}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _name(text: str, what: str) -> str:
+    """A name read from the file (cached: each name recurs on many lines)."""
+    try:
+        return check_recipient_name(text) if what == "recipient" else check_name(text)
+    except UsageError:
+        raise FormatError(f"bad {what} name {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A ``recipient`` line."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    added: str
+    default: bool
+    spki: bytes
+    cert: bytes | None = None
+    private: bytes | None = None
+
+    def fields(self) -> list[str]:
+        return [
+            "recipient", self.name, self.kind, self.fingerprint, self.added,
+            "default" if self.default else "-", b64(self.spki),
+            b64(self.cert) if self.cert else "-", b64(self.private) if self.private else "-",
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Wrap:
+    """A ``wrap`` line: the data key of one version for one recipient's key."""
+
+    name: str
+    version: int
+    recipient: str
+    fingerprint: str  # of the key it was made for
+    scheme: str  # "rsa-oaep", "ecdh" or "gpg"
+    ct: bytes
+    eph: bytes = b""
+    iterations: int = 0
+    salt: bytes = b""
+    iv: bytes = b""
+    tag: bytes = b""
+
+    def ecdh_fields(self) -> list[str]:
+        """Fields 5 to 13 of an ecdh wrap: the text its MAC covers."""
+        return [
+            "ecdh", b64(self.eph), CIPHER, KDF, DIGEST, str(self.iterations),
+            b64(self.salt), b64(self.iv), b64(self.ct),
+        ]  # fmt: skip
+
+    def fields(self) -> list[str]:
+        head = ["wrap", self.name, str(self.version), self.recipient, self.fingerprint]
+        if self.scheme in ("rsa-oaep", "gpg"):
+            return [*head, self.scheme, b64(self.ct)]
+        return [*head, *self.ecdh_fields(), b64(self.tag)]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A ``ledger`` line: who has held a wrap of one version, ever."""
+
+    name: str
+    version: int
+    origin: str  # "new": a value a user gave; "same": the previous value re-encrypted
+    readers: tuple[str, ...]
+
+    def fields(self) -> list[str]:
+        return ["ledger", self.name, str(self.version), self.origin, ",".join(self.readers)]
+
+
+@dataclass(frozen=True)
+class Password:
+    """The per-secret password parameters of a version."""
+
+    iterations: int
+    salt: bytes
+    check: bytes
+
+
+@dataclass(frozen=True)
+class Version:
+    """A ``secret`` line: one stored version of a secret."""
+
+    name: str
+    version: int
+    created: str
+    iterations: int
+    salt: bytes
+    iv: bytes
+    password: Password | None
+    blob: str
+    recipients: tuple[str, ...]
+    tag: bytes = b""
+
+    def signed_fields(self) -> list[str]:
+        """Fields 1 to 15: everything the record MAC covers before the wraps."""
+        pw = self.password
+        return [
+            "secret", self.name, str(self.version), self.created, CIPHER, KDF, DIGEST,
+            str(self.iterations), b64(self.salt), b64(self.iv),
+            str(pw.iterations) if pw else "-", b64(pw.salt) if pw else "-",
+            b64(pw.check) if pw else "-", self.blob, ",".join(self.recipients),
+        ]  # fmt: skip
+
+    def fields(self) -> list[str]:
+        return [*self.signed_fields(), b64(self.tag)]
+
+
+@dataclass
+class Index:
+    """The whole of vault.tsv."""
+
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+    versions: dict[str, list[Version]] = field(default_factory=dict)  # oldest first
+    wraps: dict[tuple[str, int], list[Wrap]] = field(default_factory=dict)
+    access: dict[str, tuple[str, ...]] = field(default_factory=dict)  # wanted, when not default
+    ledger: dict[str, list[Ledger]] = field(default_factory=dict)  # oldest first
+
+    def serialize(self) -> bytes:
+        lines = [r.fields() for r in self.recipients.values()]
+        lines += [["access", name, ",".join(who)] for name, who in self.access.items()]
+        lines += [entry.fields() for entries in self.ledger.values() for entry in entries]
+        for versions in self.versions.values():
+            for v in versions:
+                lines.append(v.fields())
+                lines.extend(w.fields() for w in self.wraps.get((v.name, v.version), []))
+        return (HEADER + "".join(sorted("\t".join(f) + "\n" for f in lines))).encode("ascii")
+
+
+def line_of(fields: list[str]) -> str:
+    """A record as it stands in the file, with its newline."""
+    return "\t".join(fields) + "\n"
+
+
+def _parse_recipient(f: list[str]) -> Recipient:
+    if len(f) != 9:
+        raise FormatError(f"recipient line has {len(f)} fields, not 9")
+    name = _name(f[1], "recipient")
+    if f[2] not in KINDS:
+        raise FormatError(f"unsupported recipient kind {f[2]!r}")
+    fpr_ok = _FPR.match(f[3]) if f[2] == "gpg" else _HEX64.match(f[3])
+    if not fpr_ok or not _TIME.match(f[4]) or f[5] not in ("default", "-"):
+        raise FormatError(f"bad fields in recipient {name!r}")
+    private = None if f[8] == "-" else unb64(f[8], "recipient key")
+    if (f[2] == "passphrase") != (private is not None):
+        raise FormatError(f"recipient {name!r}: private key field does not fit its kind")
+    r = Recipient(
+        name=name, kind=f[2], fingerprint=f[3], added=f[4], default=f[5] == "default",
+        spki=unb64(f[6], "recipient key"), cert=None if f[7] == "-" else unb64(f[7], "cert"),
+        private=private,
+    )  # fmt: skip
+    _check_recipient(r)
+    return r
+
+
+def fingerprint(spki: bytes, private: bytes | None = None) -> str:
+    """FPR of format.md 2.1: over the SPKI, and the encrypted key of a passphrase recipient."""
+    return sha256_hex(spki + (private or b""))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_recipient(r: Recipient) -> None:
+    """Self-consistency of a recipient line (it has no MAC): format.md 2.1.
+
+    A gpg recipient's fingerprint is checked by gpg when the key is used.
+    """
+    if r.kind == "gpg":
+        if r.cert is not None:
+            raise FormatError(f"recipient {r.name!r}: a gpg key has no certificate")
+        return
+    if fingerprint(r.spki, r.private) != r.fingerprint:
+        raise IntegrityError(f"recipient {r.name!r}: fingerprint does not match its key")
+    try:
+        kind = pubkeys.key_kind(r.spki)
+        if r.cert is not None and pubkeys.cert_spki(r.cert) != r.spki:
+            raise IntegrityError(f"recipient {r.name!r}: certificate does not hold its key")
+        if r.private is not None:
+            count = pubkeys.pkcs8_iterations(r.private)
+            if not PASSWORD_ITER <= count <= MAX_ITER:
+                raise FormatError(f"recipient {r.name!r}: key iterations {count} out of range")
+    except (UsageError, ValueError) as e:
+        raise IntegrityError(f"recipient {r.name!r}: {e}") from None
+    if kind != ("x25519" if r.kind in ("passphrase", "recovery") else r.kind):
+        raise IntegrityError(f"recipient {r.name!r} is {r.kind!r} but holds a {kind} key")
+
+
+def _parse_secret(f: list[str]) -> Version:
+    if len(f) != 16:
+        raise FormatError(f"secret line has {len(f)} fields, not 16")
+    name = _name(f[1], "secret")
+    _fixed(f[4], CIPHER, "cipher")
+    _fixed(f[5], KDF, "kdf")
+    _fixed(f[6], DIGEST, "digest")
+    pw = None
+    if f[10:13] != ["-", "-", "-"]:
+        pw = Password(
+            _iterations(f[10], "password iterations", PASSWORD_ITER),
+            unb64(f[11], "password salt", SALT_LEN),
+            unb64(f[12], "password check", 16),
+        )
+    if not _TIME.match(f[3]) or not _HEX64.match(f[13]):
+        raise FormatError(f"bad fields in secret {name!r}")
+    recipients = _names(f[14], f"recipients of {name!r}")
+    return Version(
+        name=name, version=_number(f[2], "version"), created=f[3],
+        iterations=_iterations(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
+        iv=unb64(f[9], "iv", IV_LEN), password=pw, blob=f[13], recipients=recipients,
+        tag=unb64(f[15], "mac", KEY_LEN),
+    )  # fmt: skip
+
+
+def _parse_wrap(f: list[str]) -> Wrap:
+    scheme = f[5] if len(f) > 5 else ""
+    if scheme not in ("rsa-oaep", "ecdh", "gpg"):
+        raise FormatError(f"unsupported wrap scheme {scheme!r}")
+    want = 15 if scheme == "ecdh" else 7
+    if len(f) != want:
+        raise FormatError(f"{scheme} wrap line has {len(f)} fields, not {want}")
+    if not _FPR.match(f[4]):
+        raise FormatError(f"bad key fingerprint {f[4]!r}")
+    head = dict(
+        name=_name(f[1], "secret"), version=_number(f[2], "version"),
+        recipient=_name(f[3], "recipient"), fingerprint=f[4],
+    )  # fmt: skip
+    if scheme != "ecdh":
+        return Wrap(**head, scheme=scheme, ct=unb64(f[6], "wrap"))
+    _fixed(f[7], CIPHER, "cipher")
+    _fixed(f[8], KDF, "kdf")
+    _fixed(f[9], DIGEST, "digest")
+    return Wrap(
+        **head, scheme="ecdh", eph=unb64(f[6], "ephemeral key"),
+        iterations=_iterations(f[10], "iterations"), salt=unb64(f[11], "salt", SALT_LEN),
+        iv=unb64(f[12], "iv", IV_LEN), ct=unb64(f[13], "wrap", 48),
+        tag=unb64(f[14], "wrap mac", KEY_LEN),
+    )  # fmt: skip
+
+
+def _names(text: str, what: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    if list(names) != sorted(set(names)):
+        raise FormatError(f"{what} are not sorted and unique")
+    for n in names:
+        _name(n, "recipient")
+    return names
+
+
+def _parse_ledger(f: list[str]) -> Ledger:
+    if len(f) != 5:
+        raise FormatError(f"ledger line has {len(f)} fields, not 5")
+    if f[3] not in ORIGINS:
+        raise FormatError(f"bad ledger origin {f[3]!r}")
+    version = _number(f[2], "version")
+    return Ledger(_name(f[1], "secret"), version, f[3], _names(f[4], "ledger readers"))
+
+
+def parse(data: bytes) -> Index:
+    """Parse vault.tsv strictly; raise FormatError on anything off."""
+    if len(data) > MAX_INDEX:
+        raise FormatError("vault.tsv is larger than 256 MiB")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("vault.tsv is not ASCII") from None
+    first, _, rest = text.partition("\n")
+    head = first.split("\t")
+    if len(head) != 2 or head[0] != MAGIC:
+        raise FormatError("not an ossl-vault index (bad header)")
+    if head[1] != FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported vault format version {head[1]!r}",
+            hint="it was written by another version of ossl-vault",
+        )
+    if not text.endswith("\n"):
+        raise FormatError("vault.tsv does not end with a newline")
+    lines = rest.split("\n")[:-1] if rest else []
+    index = Index()
+    previous = ""
+    for number, line in enumerate(lines, start=2):
+        if line <= previous:
+            raise FormatError(f"vault.tsv line {number} is out of order or repeated")
+        previous = line
+        if "\r" in line or " " in line:
+            raise FormatError(f"vault.tsv line {number} has a stray space or CR")
+        _add(index, line.split("\t"), number)
+    _check_wraps(index)
+    return index
+
+
+def _add(index: Index, f: list[str], number: int) -> None:
+    try:
+        if f[0] == "recipient":
+            r = _parse_recipient(f)
+            if r.name in index.recipients:
+                raise FormatError(f"recipient {r.name!r} appears twice")
+            if any(o.fingerprint == r.fingerprint for o in index.recipients.values()):
+                raise FormatError(f"recipient {r.name!r} repeats another's key")
+            index.recipients[r.name] = r
+        elif f[0] == "secret":
+            v = _parse_secret(f)
+            index.versions.setdefault(v.name, []).append(v)
+        elif f[0] == "wrap":
+            w = _parse_wrap(f)
+            index.wraps.setdefault((w.name, w.version), []).append(w)
+        elif f[0] == "access":
+            if len(f) != 3:
+                raise FormatError(f"access line has {len(f)} fields, not 3")
+            index.access[_name(f[1], "secret")] = _names(f[2], "access recipients")
+        elif f[0] == "ledger":
+            entry = _parse_ledger(f)
+            index.ledger.setdefault(entry.name, []).append(entry)
+        else:
+            raise FormatError(f"unknown record type {f[0]!r}")
+    except IntegrityError as e:
+        raise type(e)(f"vault.tsv line {number}: {e.message}", e.hint) from None
+
+
+def _check_wraps(index: Index) -> None:
+    """Sort versions numerically and check each has exactly its wraps."""
+    keys = set()
+    for name, versions in index.versions.items():
+        versions.sort(key=lambda v: v.version)
+        for v in versions:
+            keys.add((name, v.version))
+            wrapped = tuple(w.recipient for w in index.wraps.get((name, v.version), []))
+            if wrapped != v.recipients:
+                raise FormatError(f"wraps of {name!r} version {v.version} do not match its record")
+        if len({v.version for v in versions}) != len(versions):
+            raise FormatError(f"secret {name!r} has a repeated version")
+        newest = versions[-1]
+        for w in index.wraps[(name, newest.version)]:
+            r = index.recipients.get(w.recipient)
+            if r is None:
+                raise IntegrityError(
+                    f"secret {name!r} is wrapped for unknown recipient {w.recipient!r}"
+                )
+            if w.fingerprint != r.fingerprint:
+                raise IntegrityError(
+                    f"the wrap of {name!r} for {w.recipient!r} names a key that is not theirs"
+                )
+    for name in list(index.access) + list(index.ledger):
+        if name not in index.versions:
+            raise FormatError(f"access or ledger line for {name!r}, which has no versions")
+    for name, entries in index.ledger.items():
+        entries.sort(key=lambda e: e.version)
+        if len({e.version for e in entries}) != len(entries):
+            raise FormatError(f"ledger of {name!r} has a repeated version")
+    for key in index.wraps:
+        if key not in keys:
+            raise FormatError(f"wrap for {key[0]!r} version {key[1]} has no secret line")

@@ -1,0 +1,92 @@
+"""Sealing one secret version: the data key, the value's encryption and its MAC.
+
+docs/format.md sections 3 and 5. Everything here runs before the vault lock
+is taken; only the version number and the record MAC wait for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ossl_vault.errors import UsageError
+from ossl_vault.format.records import Ledger, Password, Recipient, Version, Wrap, line_of
+from ossl_vault.format.wrapping import Identity, wrap
+from ossl_vault.openssl import crypto
+
+MAX_VALUE = 1024 * 1024
+KEEP_VERSIONS = 10
+VALUE_ENC = "ossl-vault/v1/value-enc"
+VALUE_MAC = "ossl-vault/v1/value-mac"
+
+PasswordSource = Callable[[str], bytes]  # asked with the secret's name
+
+
+def exposure(ledger: list[Ledger]) -> set[str]:
+    """Everyone who could read the current value: back to the last version a user gave."""
+    seen: set[str] = set()
+    for entry in reversed(ledger):
+        seen |= set(entry.readers)
+        if entry.origin == "new":
+            break
+    return seen
+
+
+def now() -> str:
+    """UTC time as format.md writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def check_password(password: bytes, what: str = "password") -> bytes:
+    """A password or passphrase must fit on one line of an openssl -pass fd."""
+    if not password:
+        raise UsageError(f"{what} is empty")
+    if b"\n" in password or b"\r" in password or b"\0" in password:
+        raise UsageError(f"{what} must not contain a newline or NUL byte")
+    if len(password) > crypto.MAX_PASSWORD:
+        raise UsageError(f"{what} is longer than {crypto.MAX_PASSWORD} bytes")
+    return password
+
+
+@dataclass
+class Identities:
+    """Where a reader's keys come from: key files, and a passphrase asked on demand."""
+
+    files: list[Identity]
+    passphrase: Callable[[], bytes | None] | None = None
+    searched: str = ""  # for hints: which paths were looked at
+    gpg: bool = True  # try the reader's GnuPG keyring for gpg wraps
+
+
+@dataclass
+class Sealed:
+    """A value encrypted for some recipients, before its version number is known."""
+
+    version: Version
+    wraps: list[Wrap]
+    ct: bytes
+    mac_key: bytes
+
+
+def record_mac(mac_key: bytes, v: Version, wraps: Iterable[Wrap], ct: bytes) -> bytes:
+    """The record MAC of format.md section 5."""
+    lines = sorted(line_of(w.fields()) for w in wraps)
+    message = (line_of(v.signed_fields()) + "".join(lines)).encode("ascii") + ct
+    return crypto.mac(mac_key, message)
+
+
+def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> Sealed:
+    """Encrypt ``value`` under a fresh data key and wrap that key for each recipient."""
+    extra = crypto.SALT_LEN if password is not None else 0
+    r = crypto.rand(crypto.KEY_LEN + crypto.SALT_LEN + crypto.IV_LEN + extra)
+    dk, salt, iv, pw_salt = r[:32], r[32:40], r[40:56], r[56:]
+    ikm, pw = dk, None
+    if password is not None:
+        pk, check = crypto.pbkdf2(password, pw_salt, crypto.PASSWORD_ITER)
+        ikm, pw = dk + pk, Password(crypto.PASSWORD_ITER, pw_salt, check)
+    ct = crypto.enc(value, crypto.hkdf(ikm, VALUE_ENC).hex(), salt, iv)
+    names = tuple(sorted(r.name for r in recipients))
+    version = Version("-", 0, now(), crypto.ENC_ITER, salt, iv, pw, crypto.sha256_hex(ct), names)
+    wraps = [wrap(r, dk) for r in sorted(recipients, key=lambda r: r.name)]
+    return Sealed(version, wraps, ct, crypto.hkdf(dk, VALUE_MAC))

@@ -1,0 +1,299 @@
+"""Who can read what: recipients, sharing, rekeying, renewal and the exposure ledger.
+
+Every function takes a :class:`~ossl_vault.ops.vault.Vault`. Changing the readers
+of a secret needs its data key, so the caller's identities must open it.
+Adding readers re-wraps the same data key; removing readers re-encrypts the
+value under a fresh one, because the removed reader may have kept the old key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from ossl_vault.errors import NotFoundError, UsageError, VaultError
+from ossl_vault.format.records import Index, Recipient, check_recipient_name
+from ossl_vault.format.wrapping import wrap
+from ossl_vault.keys import pubkeys
+from ossl_vault.openssl import crypto
+from ossl_vault.ops.vault import Identities, PasswordSource, Vault, check_password
+
+
+def add_recipient(
+    vault: Vault, name: str, key: pubkeys.PublicKey, default: bool = True
+) -> Recipient:
+    """Add a key recipient; it is wrapped into secrets written from now on."""
+    with vault.store.locked():
+        index = vault.store.read_index()
+        r = vault.add_key(index, name, key, default)
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
+    return r
+
+
+def add_passphrase(vault: Vault, name: str, passphrase: bytes, default: bool = True) -> Recipient:
+    """Add a passphrase recipient: an X25519 key kept encrypted by the passphrase."""
+    check_recipient_name(name)
+    check_password(passphrase, "passphrase")
+    pem = crypto.genpkey("X25519")
+    private = crypto.pkcs8_encrypt(pem, passphrase)
+    key = pubkeys.PublicKey("x25519", crypto.public_der(pem))
+    with vault.store.locked():
+        index = vault.store.read_index()
+        r = vault.add_key(index, name, key, default, private)
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
+    return r
+
+
+def add_gpg(vault: Vault, name: str, keyid: str, default: bool = True) -> Recipient:
+    """Add a GnuPG key from the caller's keyring (kept in the vault as its export)."""
+    from ossl_vault.keys import gpg
+
+    fpr, public = gpg.export_public(keyid)
+    return add_recipient(vault, name, pubkeys.PublicKey("gpg", public, fpr=fpr), default)
+
+
+def add_github(vault: Vault, name: str, user: str, default: bool = True) -> list[Recipient]:
+    """Add each usable SSH key of a GitHub user: NAME, NAME-2, NAME-3, ..."""
+    from ossl_vault.keys import github
+
+    found = github.usable_keys(github.fetch_keys(user), f"github:{user}")
+    names = [name] + [f"{name}-{i}" for i in range(2, len(found) + 1)]
+    for n in names:
+        check_recipient_name(n)
+    with vault.store.locked():
+        index = vault.store.read_index()
+        added = [vault.add_key(index, n, key, default) for n, key in zip(names, found, strict=True)]
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint for r in added]))
+    return added
+
+
+def _newest_with(index: Index, who: str) -> list[str]:
+    return sorted(n for n, vs in index.versions.items() if who in vs[-1].recipients)
+
+
+def remove_recipient(
+    vault: Vault,
+    name: str,
+    ids: Identities,
+    force: bool = False,
+    keep_keys: bool = False,
+    password: PasswordSource | None = None,
+) -> list[str]:
+    """Drop a recipient from every secret, then from the vault; returns the secrets changed.
+
+    Each secret it could read is re-encrypted under a fresh data key for the
+    others (``keep_keys``: its wrap is only dropped). Refuses to leave a
+    secret with no reader unless ``force``, which deletes such secrets.
+    """
+    index = vault.store.read_index()
+    if name not in index.recipients:
+        raise NotFoundError(f"no recipient {name!r}")
+    affected = _newest_with(index, name)
+    orphans = [n for n in affected if index.versions[n][-1].recipients == (name,)]
+    if orphans and not force:
+        raise UsageError(
+            f"removing {name!r} would leave {len(orphans)} secret(s) with no reader: "
+            + ", ".join(repr(o) for o in orphans),
+            hint="share them with someone else first, or use --force to delete them",
+        )
+    changed = [n for n in affected if n not in orphans]
+    for secret in changed:
+        rest = [r for r in index.versions[secret][-1].recipients if r != name]
+        if keep_keys:
+            _change_wraps(vault, secret, ids, add=[], drop={name})
+        else:
+            vault.reencrypt(secret, ids, rest, password, set_access=secret in index.access)
+    with vault.store.locked():
+        index = vault.store.read_index()
+        if _newest_with(index, name) != orphans:
+            raise VaultError(f"secrets of {name!r} changed meanwhile", hint="run it again")
+        gone = index.recipients.pop(name)
+        for orphan in orphans:
+            vault.drop(index, orphan)
+        for secret, who in list(index.access.items()):
+            index.access[secret] = tuple(r for r in who if r != name)
+        vault.store.commit(index, {}, vault.event(keys=[gone.fingerprint]))
+    return changed
+
+
+def _change_wraps(
+    vault: Vault, name: str, ids: Identities, add: list[Recipient], drop: set[str],
+    index: Index | None = None,
+) -> Index:  # fmt: skip
+    """Re-wrap the newest version's data key: add wraps, drop wraps; commit unless given."""
+    given = index
+    index = index or vault.store.read_index()
+    v = vault.version(name, None, index)
+    dk, ct = vault.open(index, v, ids)
+    new = [wrap(r, dk) for r in add]
+    if given is not None:
+        vault.rewrap(index, name, dk, ct, new, drop)
+        return index
+    with vault.store.locked():
+        index = vault.store.read_index()
+        now = vault.version(name, None, index)
+        if (now.version, now.tag) != (v.version, v.tag):
+            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+        vault.rewrap(index, name, dk, ct, new, drop)
+        vault.store.commit(index, {}, vault.event(name, v.version, [w.fingerprint for w in new]))
+    return index
+
+
+def _recipients(index: Index, names: list[str]) -> list[Recipient]:
+    missing = [n for n in names if n not in index.recipients]
+    if missing:
+        raise NotFoundError(f"no recipient {missing[0]!r}", hint="'ossl-vault recipient list'")
+    return [index.recipients[n] for n in sorted(set(names))]
+
+
+def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[str]:
+    """Give ``users`` a wrap of the current version; returns who was added."""
+    index = vault.store.read_index()
+    v = vault.version(name, None, index)
+    new = [r for r in _recipients(index, users) if r.name not in v.recipients]
+    dk, ct = vault.open(index, v, ids)  # only a reader may share, even with nobody new
+    wraps = [wrap(r, dk) for r in new]
+    with vault.store.locked():
+        index = vault.store.read_index()
+        now = vault.version(name, None, index)
+        if (now.version, now.tag) != (v.version, v.tag):
+            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+        vault.rewrap(index, name, dk, ct, wraps, set())
+        index.access[name] = vault.version(name, None, index).recipients
+        event = vault.event(name, v.version, [w.fingerprint for w in wraps])
+        vault.store.commit(index, {}, event)
+    return [r.name for r in new]
+
+
+def unshare(
+    vault: Vault, name: str, users: list[str], ids: Identities, password: PasswordSource | None
+) -> list[str]:
+    """Re-encrypt the value under a fresh key without ``users``; returns who lost access.
+
+    The removed users may have read the current value: it should be changed
+    at its source (:func:`exposure` keeps the record).
+    """
+    index = vault.store.read_index()
+    v = vault.version(name, None, index)
+    _recipients(index, users)
+    gone = sorted(set(users) & set(v.recipients))
+    rest = [r for r in v.recipients if r not in gone]
+    if not rest:
+        raise UsageError(
+            f"unsharing would leave {name!r} with no reader", hint="use 'ossl-vault rm' instead"
+        )
+    if gone:
+        vault.reencrypt(name, ids, rest, password, set_access=True)
+    return gone
+
+
+def wanted(index: Index, name: str) -> tuple[str, ...]:
+    """The recipients a secret should have: its own list, else the vault's defaults."""
+    if name in index.access:
+        return tuple(n for n in index.access[name] if n in index.recipients)
+    return tuple(sorted(r.name for r in index.recipients.values() if r.default))
+
+
+@dataclass
+class RekeyStep:
+    """What rekey did to one secret."""
+
+    name: str
+    action: str  # "ok" (nothing to do), "rewrapped", "re-encrypted", "skipped"
+    detail: str = ""
+
+
+def rekey(
+    vault: Vault, ids: Identities, password: PasswordSource | None = None
+) -> Iterator[RekeyStep]:
+    """Bring every secret to its wanted recipients, one commit per secret.
+
+    Only secrets whose recipients differ are touched (as pass does), so an
+    interrupted run is finished by running it again.
+    """
+    for name in sorted(vault.store.read_index().versions):
+        index = vault.store.read_index()
+        if name not in index.versions:
+            continue
+        have = set(index.versions[name][-1].recipients)
+        want = set(wanted(index, name))
+        if have == want:
+            yield RekeyStep(name, "ok")
+        elif not want:
+            yield RekeyStep(name, "skipped", "no wanted recipient left")
+        elif have <= want:
+            add = [index.recipients[n] for n in sorted(want - have)]
+            _change_wraps(vault, name, ids, add=add, drop=set())
+            yield RekeyStep(name, "rewrapped", "+" + ",".join(sorted(want - have)))
+        else:
+            vault.reencrypt(name, ids, sorted(want), password)
+            yield RekeyStep(name, "re-encrypted", "-" + ",".join(sorted(have - want)))
+
+
+def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> list[str]:
+    """Replace a recipient's key and re-wrap every secret it reads, in one commit.
+
+    Older versions keep their wraps for the old key (their FPR says which).
+    """
+    index = vault.store.read_index()
+    old = index.recipients.get(name)
+    if old is None:
+        raise NotFoundError(f"no recipient {name!r}")
+    if old.kind == "recovery" and key.kind != "recovery":
+        raise UsageError(
+            "the recovery recipient is renewed by its quorum", hint="ossl-vault recovery rotate"
+        )
+    if old.kind in ("passphrase", "gpg") or key.kind == "recovery" != old.kind:
+        raise UsageError(f"recipient {name!r} is a {old.kind} recipient, not a certificate or key")
+    if key.fingerprint == old.fingerprint:  # a renewal that kept the key: new cert only
+        with vault.store.locked():
+            index = vault.store.read_index()
+            index.recipients[name] = replace(index.recipients[name], cert=key.cert)
+            vault.store.commit(index, {}, vault.event(keys=[key.fingerprint]))
+        return []
+    if any(r.fingerprint == key.fingerprint for r in index.recipients.values()):
+        raise UsageError("that key is already a recipient")
+    new = replace(old, kind=key.kind, fingerprint=key.fingerprint, spki=key.spki, cert=key.cert)
+    before = index.serialize()
+    secrets = _newest_with(index, name)
+    opened = {s: vault.open(index, vault.version(s, None, index), ids) for s in secrets}
+    index.recipients[name] = new
+    for secret, (dk, ct) in opened.items():
+        vault.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
+    with vault.store.locked():
+        if vault.store.read_index().serialize() != before:
+            raise VaultError("the vault changed during the renewal", hint="run it again")
+        vault.store.commit(index, {}, vault.event(keys=[old.fingerprint, key.fingerprint]))
+    return secrets
+
+
+EXPIRY_WARNING_DAYS = 30
+
+
+def expiry(r: Recipient) -> str | None:
+    """The date a recipient's certificate ends, if it came from one."""
+    if r.cert is None:
+        return None
+    try:
+        return pubkeys.cert_not_after(r.cert).date().isoformat()
+    except ValueError:
+        return None
+
+
+def expiring(index: Index, days: int = EXPIRY_WARNING_DAYS) -> list[tuple[str, int, str]]:
+    """(name, days left, date) of certificates expired or ending within ``days``."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    out = []
+    for r in sorted(index.recipients.values(), key=lambda r: r.name):
+        if r.cert is None:
+            continue
+        try:
+            end = pubkeys.cert_not_after(r.cert)
+        except ValueError:
+            continue
+        left = (end - now).days if end >= now else -1 - (now - end).days
+        if left < days:
+            out.append((r.name, left, end.date().isoformat()))
+    return out

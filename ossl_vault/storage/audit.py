@@ -1,0 +1,366 @@
+"""The hash-chained audit log of a vault (docs/format.md section 9).
+
+One TSV line per operation: who, what, which secret, the keys involved, the
+result, the SHA-256 of vault.tsv, and the SHA-256 of the line before. Never a
+value or key. Writers append under the vault lock, before the index is
+renamed into place, so a crash never leaves a change without its record.
+Signed checkpoints (``audit.checkpoint``) pin a count and head hash with a
+recipient's RSA or EC key, so truncation below them is caught.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ossl_vault.errors import FormatError, IntegrityError, OperationError, VaultError
+from ossl_vault.format.seal import now
+from ossl_vault.openssl.crypto import sha256_hex
+
+LOG = "audit.log"
+CHECKPOINT = "audit.checkpoint"
+MAGIC = "ossl-vault-audit"
+VERSION = "1"
+MODES = ("required", "best-effort")
+FIELDS = 13
+ZERO = "0" * 64
+_SAFE = re.compile(r"[^A-Za-z0-9._@+:/=,-]")
+_PRINTABLE = re.compile(r"[\t\x20-\x7e]*\Z")
+TIME = re.compile(r"\d{4}(-\d\d(-\d\d(T\d\d(:\d\d(:\d\dZ?)?)?)?)?)?\Z")
+_COUNT = re.compile(r"[1-9][0-9]*\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+CHECKPOINT_LABEL = "ossl-vault-audit checkpoint"
+
+
+def safe(text: str) -> str:
+    """A field value with anything outside a safe set replaced by '?'."""
+    return _SAFE.sub("?", text)[:200] or "-"
+
+
+@dataclass
+class Event:
+    """What happened: filled by the library and the CLI, stamped when appended."""
+
+    op: str
+    secret: str = "-"  # noqa: S105 (a secret's name, not a secret)
+    version: str = "-"
+    keys: tuple[str, ...] = ()
+    result: str = "ok"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of audit.log."""
+
+    seq: int
+    time: str
+    uid: str
+    user: str
+    host: str
+    pid: str
+    op: str
+    secret: str
+    version: str
+    keys: str
+    result: str
+    index: str
+    prev: str
+    line: str = field(compare=False, default="")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seq": self.seq, "time": self.time, "uid": self.uid, "user": self.user,
+            "host": self.host, "pid": self.pid, "op": self.op, "secret": self.secret,
+            "version": self.version, "keys": self.keys, "result": self.result,
+            "index": self.index, "prev": self.prev,
+        }  # fmt: skip
+
+
+def header(mode: str, auto_checkpoint: bool) -> str:
+    return f"{MAGIC}\t{VERSION}\t{mode}\t{'checkpoint' if auto_checkpoint else '-'}\n"
+
+
+def actor() -> tuple[str, str, str, str]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "-"
+    return str(os.getuid()), safe(user), safe(socket.gethostname()), str(os.getpid())
+
+
+def write_all(fd: int, data: bytes, size: int) -> None:
+    """Append all of ``data`` or none: a short write (disk full) is cut back to ``size``."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
+class AuditLog:
+    """audit.log of one vault directory; every method but reads needs the vault lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOG
+        self.checkpoint_path = root / CHECKPOINT
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self, mode: str, auto_checkpoint: bool) -> None:
+        from ossl_vault.storage.files import atomic_write
+
+        atomic_write(self.path, header(mode, auto_checkpoint).encode())
+
+    def read(self) -> tuple[list[str], str]:
+        """The header fields and the whole text; FormatError if it is not a log."""
+        try:
+            text = self.path.read_bytes().decode("ascii", "surrogateescape")
+        except OSError as e:
+            raise self._unreadable(e) from e
+        return self._header(text.split("\n", 1)[0]), text
+
+    def head(self) -> list[str]:
+        """The header fields, from the first line alone (appends need no more)."""
+        try:
+            with open(self.path, "rb") as f:
+                first = f.readline(4096)
+        except OSError as e:
+            raise self._unreadable(e) from e
+        return self._header(first.decode("ascii", "surrogateescape").rstrip("\n"))
+
+    def _unreadable(self, e: OSError) -> VaultError:
+        if isinstance(e, FileNotFoundError):
+            return IntegrityError(
+                f"the audit log '{self.path}' is missing", hint="restore it from a backup"
+            )
+        return OperationError(f"cannot read the audit log '{self.path}': {e.strerror}")
+
+    @staticmethod
+    def _header(first_line: str) -> list[str]:
+        first = first_line.split("\t")
+        if len(first) != 4 or first[0] != MAGIC or first[2] not in MODES:
+            raise FormatError("the audit log has a bad header")
+        if first[1] != VERSION:
+            raise FormatError(f"unsupported audit log version {first[1]!r}")
+        return first
+
+    def mode(self) -> str:
+        return self.head()[2]
+
+    def auto_checkpoint(self) -> bool:
+        return self.head()[3] == "checkpoint"
+
+    def last_change(self) -> str | None:
+        """The index hash of the newest record that changed vault.tsv."""
+        for line in reversed(self.read()[1].split("\n")[1:-1]):
+            f = line.split("\t")
+            if len(f) == FIELDS and f[11] != "-":
+                return f[11]
+        return None
+
+    def append(self, event: Event, index_hash: str = "-") -> None:
+        """Append one record (caller holds the lock): see :meth:`append_many`."""
+        self.append_many([(event, index_hash)])
+
+    def append_many(self, entries: list[tuple[Event, str]]) -> None:
+        """Append records with one write and one fsync (caller holds the lock).
+
+        ``index_hash`` of each is the SHA-256 of vault.tsv as the change
+        leaves it, or "-" for an operation that changed nothing (a read, a
+        failure). Only the log's tail is read, so an append costs the same
+        however long the log has grown; a torn tail is cut first.
+        """
+        uid, user, host, pid = actor()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError as e:
+            raise self._unreadable(e) from e
+        except OSError as e:
+            raise OperationError(f"cannot write the audit log: {e.strerror}") from e
+        try:
+            seq, last = self._tail(fd)
+            size = os.fstat(fd).st_size
+            out = []
+            for event, index_hash in entries:
+                keys = _SAFE.sub("?", ",".join(k[:16] for k in event.keys)) or "-"
+                fields = [
+                    str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
+                    safe(event.version), keys, safe(event.result), index_hash, sha256_hex(last),
+                ]  # fmt: skip
+                last = ("\t".join(fields) + "\n").encode("ascii")
+                out.append(last)
+                seq += 1
+            write_all(fd, b"".join(out), size)
+            os.fsync(fd)
+        except OSError as e:
+            raise OperationError(f"cannot write the audit log: {e.strerror}") from e
+        finally:
+            os.close(fd)
+
+    def _tail(self, fd: int) -> tuple[int, bytes]:
+        """(sequence number of the next record, the last whole line); cuts a torn tail."""
+        size = os.fstat(fd).st_size
+        start, data = size, b""
+        while True:  # read backwards until the last whole line is in ``data``
+            start = max(0, start - max(4096, len(data)))
+            data = os.pread(fd, size - start - len(data), start) + data
+            end = data.rfind(b"\n")
+            begin = data.rfind(b"\n", 0, max(end, 0)) + 1 if end >= 0 else -1
+            if start == 0 or begin > 0:
+                break
+        if end < 0:
+            raise FormatError("the audit log has a bad header")
+        if start + end + 1 < size:  # a write cut by a crash: it never took effect
+            os.ftruncate(fd, start + end + 1)
+        last = data[begin : end + 1]
+        if start == 0 and begin == 0:
+            return 1, last  # the header alone
+        number = last.split(b"\t", 1)[0]
+        if number.isdigit():
+            return int(number) + 1, last
+        whole = os.pread(fd, start + end + 1, 0)  # a damaged record: count lines, as before
+        return whole.count(b"\n"), last
+
+    def records(self) -> list[Record]:
+        """Every record, parsed (verify checks the chain)."""
+        _, text = self.read()
+        out = []
+        for n, line in enumerate(text.split("\n")[1:-1], start=1):
+            f = line.split("\t")
+            if len(f) != FIELDS or not f[0].isdigit():
+                raise FormatError(f"audit record {n} is malformed")
+            out.append(Record(int(f[0]), *f[1:], line=line))  # type: ignore[arg-type]
+        return out
+
+
+@dataclass
+class Verdict:
+    """What ``audit verify`` found: ``problems`` empty means the log holds."""
+
+    records: int
+    checkpoint: int | None
+    problems: list[str]
+
+
+def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verdict:
+    """Check the chain, sequence, last write's index hash and the checkpoint.
+
+    ``verify_sig(signer_fpr, message, signature) -> bool`` checks a
+    checkpoint signature (openssl dgst -verify with the recipient's key).
+    """
+    _, text = log.read()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        return Verdict(0, None, ["the audit log ends in a torn line"])
+    lines = lines[:-1]
+    problems: list[str] = []
+    for n in range(1, len(lines)):
+        f = lines[n].split("\t")
+        if len(f) != FIELDS or "" in f or not _PRINTABLE.match(lines[n]):
+            problems.append(f"record {n} is malformed")
+            break
+        if f[0] != str(n):
+            problems.append(f"record {n} has sequence number {f[0]!r} (inserted, deleted or moved)")
+            break
+        if f[12] != sha256_hex((lines[n - 1] + "\n").encode()):
+            problems.append(f"record {n} does not chain to record {n - 1} (one was edited, "
+                            "inserted, deleted or moved)")  # fmt: skip
+            break
+    count = len(lines) - 1
+    writes = [f for f in (line.split("\t") for line in lines[1:]) if len(f) == FIELDS]
+    writes = [f for f in writes if f[11] != "-"]
+    if not problems and writes and writes[-1][11] != sha256_hex(index_bytes):
+        problems.append(f"record {writes[-1][0]} (the last change) does not match vault.tsv "
+                        "(records after it were removed, or vault.tsv was changed)")  # fmt: skip
+    checked = None
+    if log.checkpoint_path.exists():
+        checked = _check_checkpoint(log, lines, problems, verify_sig)
+    return Verdict(count, checked, problems)
+
+
+def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],
+                      verify_sig: object) -> int | None:  # fmt: skip
+    try:
+        f = log.checkpoint_path.read_text("ascii").rstrip("\n").split("\t")
+        if len(f) != 4 or not _COUNT.match(f[0]) or not _HEX64.match(f[1]):
+            raise ValueError("fields")
+        count, head_hash, signer = int(f[0]), f[1], f[2]
+        sig = base64.b64decode(f[3], validate=True)
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        problems.append("audit.checkpoint is malformed")
+        return None
+    if count > len(lines) - 1:
+        problems.append(f"the log has {len(lines) - 1} records but checkpoint covers {count}: "
+                        "it was truncated")  # fmt: skip
+        return count
+    if sha256_hex((lines[count] + "\n").encode()) != head_hash:
+        problems.append(f"record {count} is not the one checkpoint {count} signed")
+    message = checkpoint_message(count, head_hash)
+    if verify_sig is not None and not verify_sig(signer, message, sig):  # type: ignore[operator]
+        problems.append("the checkpoint signature does not verify")
+    return count
+
+
+def checkpoint_message(count: int, head_hash: str) -> bytes:
+    """What a checkpoint signs: label, count and head hash, one line."""
+    return f"{CHECKPOINT_LABEL}\t{count}\t{head_hash}\n".encode()
+
+
+def signing_identity(index: object, identities: list) -> tuple[object, object] | None:
+    """The first identity that is an RSA or EC recipient of the vault: (identity, recipient)."""
+    signable = {r.fingerprint: r for r in index.recipients.values()  # type: ignore[attr-defined]
+                if r.kind in ("rsa", "p256", "p384")}  # fmt: skip
+    for identity in identities:
+        if identity.key is None:
+            continue
+        try:
+            fpr = identity.fingerprint
+        except VaultError:  # an unusable key is simply not a signer
+            continue
+        if fpr in signable:
+            return identity, signable[fpr]
+    return None
+
+
+def write_checkpoint(log: AuditLog, identity: object, recipient: object) -> int:
+    """Sign (count, head hash) of the log with a recipient's key; caller holds the lock."""
+    from ossl_vault.format.records import b64
+    from ossl_vault.openssl import crypto
+    from ossl_vault.storage.files import atomic_write
+
+    _, text = log.read()
+    lines = text.split("\n")[:-1]
+    count = len(lines) - 1
+    head = sha256_hex((lines[count] + "\n").encode())
+    sig = crypto.sign(identity.key, checkpoint_message(count, head))  # type: ignore[attr-defined]
+    spki = recipient.spki  # type: ignore[attr-defined]
+    line = f"{count}\t{head}\t{b64(spki)}\t{b64(sig)}\n"
+    atomic_write(log.checkpoint_path, line.encode("ascii"))
+    return count
+
+
+def signature_checker(index: object) -> object:
+    """verify_sig for :func:`verify`: the signer must be a key this vault knows."""
+    import base64
+
+    from ossl_vault.openssl import crypto
+
+    known = {r.fingerprint for r in index.recipients.values()}  # type: ignore[attr-defined]
+    known |= {w.fingerprint for ws in index.wraps.values() for w in ws}  # type: ignore[attr-defined]
+
+    def check(signer: str, message: bytes, signature: bytes) -> bool:
+        try:
+            spki = base64.b64decode(signer, validate=True)
+        except ValueError:
+            return False
+        return sha256_hex(spki) in known and crypto.verify(spki, message, signature)
+
+    return check

@@ -1,0 +1,296 @@
+"""The vault directory on disk: lock, atomic writes, blobs (format.md section 1).
+
+Every write: take the lock, write new blobs, then vault.tsv, each through a
+temporary file in the same directory, fsync, rename, fsync of the directory.
+A kill at any instant leaves the old index or the new one, and every blob the
+index names.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ossl_vault.errors import (
+    BusyError,
+    IntegrityError,
+    NotFoundError,
+    OperationError,
+    UsageError,
+    VaultError,
+)
+from ossl_vault.format.records import Index, parse
+from ossl_vault.openssl.crypto import sha256_hex
+from ossl_vault.storage.audit import AuditLog, Event
+from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+
+INDEX = "vault.tsv"
+BLOBS = "blobs"
+LOCK = ".lock"
+AUDIT_LOCK = ".audit.lock"
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+class Pending:
+    """A read's or failure's audit record, waiting for its batch to be written."""
+
+    __slots__ = ("done", "error", "event", "skipped")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.done = False
+        self.error: BaseException | None = None
+        self.skipped = False  # a best-effort log could not take it
+
+
+class GroupCommit:
+    """The audit records of one process's concurrent reads, one write and fsync a batch.
+
+    The first thread to find no batch being written writes every record
+    queued for that vault and wakes the others; records arriving meanwhile
+    form the next batch. Each caller returns only once its own record is
+    durable (or has failed), so a value is still released after its record.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queues: dict[Path, list[Pending]] = {}
+        self.writing: set[Path] = set()
+
+    def submit(self, store: Store, event: Event) -> Pending:
+        pending = Pending(event)
+        with self.cond:
+            self.queues.setdefault(store.root, []).append(pending)
+            while not pending.done:
+                if store.root in self.writing:
+                    self.cond.wait()
+                    continue
+                batch = self.queues.pop(store.root)
+                self.writing.add(store.root)
+                self.cond.release()
+                try:
+                    store.write_batch(batch)
+                except BaseException as e:  # a bug: every waiter hears of it, none hangs
+                    for p in batch:
+                        p.error = p.error or e
+                    raise
+                finally:
+                    self.cond.acquire()
+                    for p in batch:
+                        p.done = True
+                    self.writing.discard(store.root)
+                    self.cond.notify_all()
+        return pending
+
+
+class Store:
+    """A vault directory: reads its index and blobs, writes them under the lock."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], lock_timeout: float | None = None, op: str = "api"
+    ) -> None:
+        self.root = Path(root)
+        self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        self.op = op  # the operation audit records name
+        self.logged = 0  # records this process appended
+        self.changes = 0  # commits this process made
+        self.audit_skipped = 0  # records a best-effort log could not take
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX
+
+    def exists(self) -> bool:
+        return self.index_path.is_file()
+
+    def create(self) -> None:
+        """Make the directory (0700) and blobs/; refuse an existing vault."""
+        if self.exists():
+            raise UsageError(f"a vault already exists at '{self.root}'")
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
+            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.root / BLOBS, 0o700)
+        except OSError as e:
+            raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
+
+    def read_index(self) -> Index:
+        """Parse vault.tsv; NotFoundError when there is no vault."""
+        try:
+            data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no vault at '{self.root}'",
+                hint="create one with 'ossl-vault init' or pass --vault DIR",
+            ) from None
+        except OSError as e:
+            raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
+        return parse(data)
+
+    def read_blob(self, digest: str) -> bytes:
+        """A blob's bytes, checked against its SHA-256 name."""
+        try:
+            data = (self.root / BLOBS / digest).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing") from None
+        except OSError as e:
+            raise OperationError(f"cannot read blob {digest[:16]}...: {e.strerror}") from e
+        if sha256_hex(data) != digest:
+            raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
+        return data
+
+    @contextmanager
+    def locked(self, creating: bool = False) -> Iterator[None]:
+        """Hold the vault's write lock (flock on .lock); BusyError on timeout.
+
+        Refuses (NotFoundError) where there is no vault, unless ``creating``:
+        taking the lock must never make a directory appear.
+        """
+        import filelock  # off the read path: only writers pay for it
+
+        if not (self.root.is_dir() and (creating or self.exists())):
+            raise NotFoundError(
+                f"no vault at '{self.root}'",
+                hint="create one with 'ossl-vault init' or pass --vault DIR",
+            )
+
+        lock = filelock.FileLock(str(self.root / LOCK), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BusyError(
+                f"vault '{self.root}' is busy (lock not free after {self.lock_timeout:g} s)",
+                hint="another ossl-vault is writing; retry, or raise --lock-timeout",
+            ) from None
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise NotFoundError(f"no vault at '{self.root}'") from None
+            raise OperationError(f"cannot lock vault '{self.root}': {e.strerror}") from e
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def commit(self, index: Index, blobs: dict[str, bytes], event: Event | None = None) -> None:
+        """Under the lock: write new blobs, the audit record, then the index; drop garbage.
+
+        The record goes first, so a crash never leaves a change without one;
+        a record whose change did not land is marked by the next writer.
+        """
+        data = index.serialize()
+        try:
+            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
+            for digest, blob in blobs.items():
+                atomic_write(self.root / BLOBS / digest, blob)
+            self._audit(event or Event(self.op), sha256_hex(data))
+            atomic_write(self.index_path, data)
+            self.changes += 1
+        except OSError as e:
+            raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
+        self.collect_garbage(index)
+
+    def _audit(self, event: Event, index_hash: str) -> None:
+        """Append a change's record; in 'required' mode a failure to log fails the change.
+
+        A record whose change never reached vault.tsv (a crash between the
+        two) is marked first by an "incomplete" record.
+        """
+        log = AuditLog(self.root)
+        mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
+        with self._audit_lock():
+            try:
+                if self.exists():
+                    current = sha256_hex(self.index_path.read_bytes())
+                    if log.last_change() not in (None, current):
+                        log.append(Event("incomplete", result="last-change-did-not-land"), current)
+                log.append(event, index_hash)
+                self.logged += 1
+            except OperationError:
+                if mode == "required":
+                    raise
+                self.audit_skipped += 1
+
+    def log(self, event: Event) -> None:
+        """Record an operation that changed nothing (a read, a failure); return once durable.
+
+        Only the audit log's own lock is taken, so reads do not wait for
+        writers; records of concurrent reads in this process share one write
+        and one fsync (:class:`GroupCommit`).
+        """
+        if not self.exists():
+            raise NotFoundError(f"no vault at '{self.root}'")
+        pending = GROUP_COMMIT.submit(self, event)
+        if pending.error is not None:
+            try:  # each thread its own copy: one object raised in many threads mixes tracebacks
+                error = copy.copy(pending.error)
+            except Exception:
+                error = pending.error
+            raise error
+        if pending.skipped:
+            self.audit_skipped += 1
+        else:
+            self.logged += 1
+
+    def write_batch(self, batch: list[Pending]) -> None:
+        """Append the records of ``batch`` under the log's lock; each learns its outcome."""
+        error: VaultError | None = None
+        skipped = False
+        log = AuditLog(self.root)
+        try:
+            mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
+            with self._audit_lock():
+                try:
+                    log.append_many([(p.event, "-") for p in batch])
+                except OperationError:
+                    if mode == "required":
+                        raise
+                    skipped = True
+        except VaultError as e:
+            error = e
+        for p in batch:
+            p.error, p.skipped = error, skipped
+
+    @contextmanager
+    def _audit_lock(self) -> Iterator[None]:
+        """Serialize appends to audit.log (taken inside the vault lock by writers)."""
+        import filelock
+
+        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BusyError(f"the audit log of '{self.root}' is busy") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def garbage(self, index: Index) -> list[Path]:
+        """Blobs no record names, and temporary files of dead writers."""
+        wanted = {v.blob for versions in index.versions.values() for v in versions}
+        found = []
+        for directory in (self.root, self.root / BLOBS):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                stray = entry.name.startswith(TMP_PREFIX)
+                orphan = directory != self.root and entry.name not in wanted
+                if stray or orphan:
+                    found.append(Path(entry.path))
+        return found
+
+    def collect_garbage(self, index: Index) -> None:
+        """Remove what :meth:`garbage` lists; only a lock holder may call it."""
+        for path in self.garbage(index):
+            path.unlink(missing_ok=True)
+
+
+GROUP_COMMIT = GroupCommit()
