@@ -367,8 +367,9 @@ def test_no_secret_on_an_openssl_command_line(
     """Promise 2 for the agent and the coprocess: the logging shim sees every openssl."""
     from test_no_secret_argv import parse_log, pem_der, spellings
 
+    from ossl_vault.format.seal import Identities
     from ossl_vault.format.wrapping import Identity
-    from ossl_vault.ops.vault import Identities, Vault
+    from ossl_vault.ops.vault import Vault
 
     enc, pf = enc_key
     phrase = tmp_path / "phrase"

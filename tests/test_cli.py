@@ -18,6 +18,7 @@ from conftest import CLI, KINDS, Result, VaultDir, assert_error
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ossl_vault.format import fields as records_fields
 from ossl_vault.format import records
 from ossl_vault.format.records import Index
 
@@ -238,7 +239,7 @@ def test_list_table_and_json(vault: VaultDir, tmp_path: Path) -> None:
         assert r["recipients"] == ["host"]
         assert r["created"] <= r["updated"]
         for when in (r["created"], r["updated"]):
-            assert records._TIME.match(when)
+            assert records_fields.TIME.match(when)
     assert [r["version"] for r in rows] == [1, 2, 1]
     assert rows[1]["versions"] == [1, 2]
     assert [r["password"] for r in rows] == [False, False, True]

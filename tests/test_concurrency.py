@@ -15,8 +15,9 @@ import filelock
 import pytest
 from conftest import CLI, VaultDir
 
+from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import key_file_identity
-from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.ops.vault import Vault
 
 WRITERS = 8
 EACH = 25

@@ -18,9 +18,9 @@ from pathlib import Path
 from conftest import ROOT, VaultDir
 
 from ossl_vault.format.records import Wrap
+from ossl_vault.format.seal import VALUE_ENC, VALUE_MAC
 from ossl_vault.format.wrapping import WRAP_ENC, WRAP_MAC, Identity, unlock_passphrase, unwrap
 from ossl_vault.openssl import crypto
-from ossl_vault.ops.vault import VALUE_ENC, VALUE_MAC
 from ossl_vault.storage.store import Store
 
 SHIM = ROOT / "tests" / "openssl-shim"

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ossl_vault.errors import FormatError, IntegrityError
-from ossl_vault.format import records
+from ossl_vault.format import fields, records
 from ossl_vault.format.records import Index, Ledger, Password, Recipient, Version, Wrap
 
 # -- a real vault.tsv, made once per module through the CLI -----------------------
@@ -254,18 +254,18 @@ def test_base64_last_char_flips_are_refused(real_tsv: bytes) -> None:
 )
 def test_non_canonical_base64_refused(text: str) -> None:
     with pytest.raises(FormatError):
-        records.unb64(text, "field")
+        fields.unb64(text, "field")
 
 
 @pytest.mark.parametrize("data", [b"A", b"AB", b"ABC", bytes(range(256))])
 def test_canonical_base64_accepted(data: bytes) -> None:
     text = base64.b64encode(data).decode()
-    assert records.unb64(text, "field") == data
+    assert fields.unb64(text, "field") == data
 
 
 def test_base64_length_checked() -> None:
     with pytest.raises(FormatError, match="not 8"):
-        records.unb64(records.b64(b"1234567"), "salt", 8)
+        fields.unb64(fields.b64(b"1234567"), "salt", 8)
 
 
 @pytest.mark.parametrize(
@@ -369,18 +369,18 @@ def test_check_name_refuses(name: str) -> None:
     from ossl_vault.errors import UsageError
 
     with pytest.raises(UsageError):
-        records.check_name(name)
+        fields.check_name(name)
 
 
 @pytest.mark.parametrize("name", ["a", "db/password", "a.b/c-d_e@f+g=h:i,j", "x" * 128, "_/a.."])
 def test_check_name_accepts(name: str) -> None:
-    assert records.check_name(name) == name
+    assert fields.check_name(name) == name
 
 
 @example(name="a" * 64)
 @given(_recipient_names)
 def test_check_recipient_name_accepts(name: str) -> None:
-    assert records.check_recipient_name(name) == name
+    assert fields.check_recipient_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "a" * 65, "-a", ".a", "a,b", "a b", "a/b", "a=b", "a:b"])
@@ -388,4 +388,4 @@ def test_check_recipient_name_refuses(name: str) -> None:
     from ossl_vault.errors import UsageError
 
     with pytest.raises(UsageError):
-        records.check_recipient_name(name)
+        fields.check_recipient_name(name)

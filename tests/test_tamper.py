@@ -24,8 +24,9 @@ from conftest import KINDS, Result, VaultDir
 
 from ossl_vault.errors import IntegrityError, VaultError
 from ossl_vault.format import matching
+from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import key_file_identity, unlock_passphrase
-from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.ops.vault import Vault
 from ossl_vault.storage.store import Store
 
 NAME = "db/prod-password"

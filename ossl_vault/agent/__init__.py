@@ -2,6 +2,7 @@
 
 - ``protocol``: the JSON line protocol of docs/protocol.md (schemas, sessions).
 - ``serve``: what each request does, over the operations.
-- ``daemon``: the agent, which holds unlocked identities and data keys in memory.
+- ``keyring``: what a reader holds in memory: unlocked identities, data keys, values.
+- ``daemon``: the agent process: its socket, its lifetime, its hardening.
 - ``client``: the light client of the agent's socket, used before the CLI loads.
 """

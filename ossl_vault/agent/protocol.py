@@ -23,7 +23,7 @@ from typing import Any
 
 from ossl_vault.agent.client import MAX_LINE, encode
 from ossl_vault.errors import FAILED, USAGE, FormatError, UsageError, VaultError
-from ossl_vault.format import records
+from ossl_vault.format import fields
 
 MAX_IN_FLIGHT = 64  # past this, the session stops reading until a reply goes out
 MAX_ID = 128  # characters of a string id
@@ -58,14 +58,14 @@ class RequestError(UsageError):
 
 
 def unb64(text: str, field: str) -> bytes:
-    """records.unb64 (the one canonical spelling), as a usage error of the request.
+    """fields.unb64 (the one canonical spelling), as a usage error of the request.
 
     Unlike a vault.tsv field, an empty string is allowed: it is the empty value.
     """
     if text == "":
         return b""
     try:
-        return records.unb64(text, f"field {field!r}")
+        return fields.unb64(text, f"field {field!r}")
     except FormatError as e:
         raise UsageError(e.message) from None
 

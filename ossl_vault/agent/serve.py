@@ -7,17 +7,14 @@ lines and runs each request here on a worker thread.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ossl_vault import __version__
 from ossl_vault.agent.client import Connections, RemoteError, forward
+from ossl_vault.agent.keyring import Keyring
 from ossl_vault.agent.protocol import Fields
 from ossl_vault.errors import UsageError, VaultError
-from ossl_vault.format.records import b64
+from ossl_vault.format.fields import b64
 from ossl_vault.ops.vault import Vault
-
-if TYPE_CHECKING:
-    from ossl_vault.agent.daemon import Keyring
 
 
 class Operations:

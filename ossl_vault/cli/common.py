@@ -14,8 +14,9 @@ import click
 
 from ossl_vault.errors import EXIT_CODES, IntegrityError
 from ossl_vault.format.records import Index
+from ossl_vault.format.seal import Identities
 from ossl_vault.ops import sources
-from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.ops.vault import Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 

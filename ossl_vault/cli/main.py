@@ -39,7 +39,7 @@ _INVOKED: list[Context] = []  # the invocation's context, for its audit record a
 # Commands that live in other modules, imported only when named (so `get`
 # does not pay for asyncio, shamir-mnemonic or the CMS code).
 LAZY_COMMANDS = {
-    "agent": "ossl_vault.cli.scripts:agent",
+    "agent": "ossl_vault.cli.agent:agent",
     "audit": "ossl_vault.cli.audit:audit_cmd",
     "env": "ossl_vault.cli.scripts:env_",
     "exec": "ossl_vault.cli.scripts:exec_",

@@ -15,11 +15,11 @@ import click
 
 from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx, password_source
 from ossl_vault.errors import AccessDenied, NotFoundError, UsageError
-from ossl_vault.format.records import check_recipient_name
+from ossl_vault.format.fields import check_recipient_name
+from ossl_vault.format.seal import Identities
 from ossl_vault.keys import loader
 from ossl_vault.ops import recovery, sharing, sources
 from ossl_vault.ops.recovery import RecoveryKey
-from ossl_vault.ops.vault import Identities
 
 
 @click.group()

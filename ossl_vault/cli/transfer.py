@@ -21,11 +21,12 @@ from ossl_vault.cli.common import (
     split_names,
 )
 from ossl_vault.errors import AccessDenied, IntegrityError, UsageError, VaultError
+from ossl_vault.format.seal import Identities
 from ossl_vault.ops.sources import read_limited, write_out
 from ossl_vault.ops.transfer import plain as transfer_formats
 from ossl_vault.ops.transfer import sealed as transfer
 from ossl_vault.ops.transfer.plain import Entry
-from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.ops.vault import Vault
 
 MAX_INPUT = 512 * 1024 * 1024
 

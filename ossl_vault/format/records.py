@@ -7,13 +7,22 @@ was parsed gives back the same bytes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import re
 from dataclasses import dataclass, field
 
 from ossl_vault.errors import FormatError, IntegrityError, UsageError
+from ossl_vault.format.fields import (
+    FPR,
+    HEX64,
+    MAX_ITER,
+    TIME,
+    b64,
+    parse_fixed,
+    parse_iterations,
+    parse_name,
+    parse_number,
+    unb64,
+)
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl.crypto import (
     CIPHER,
@@ -30,91 +39,8 @@ MAGIC = "ossl-vault"
 FORMAT_VERSION = "1"
 HEADER = f"{MAGIC}\t{FORMAT_VERSION}\n"
 MAX_INDEX = 256 * 1024 * 1024
-MAX_NAME = 128
-MAX_RECIPIENT = 64
-MAX_ITER = 10_000_000
 KINDS = ("rsa", "p256", "p384", "x25519", "passphrase", "gpg", "recovery")
 ORIGINS = ("new", "same")
-NAME_HINT = "use letters, digits and ._@+=:,- in components separated by single '/'"
-_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
-_RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
-_NUMBER = re.compile(r"[1-9][0-9]{0,9}\Z")
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_FPR = re.compile(r"[0-9a-f]{64}\Z|[0-9a-f]{40}\Z")  # SHA-256, or an OpenPGP v4 fingerprint
-
-
-def check_name(name: str) -> str:
-    """Validate a secret name (format.md section 2); raise UsageError if bad."""
-    if not name:
-        raise UsageError("secret name is empty")
-    try:
-        size = len(name.encode())
-    except UnicodeEncodeError:  # bytes of argv that are not UTF-8
-        raise UsageError(f"invalid secret name {name!a}", hint=NAME_HINT) from None
-    if size > MAX_NAME:
-        raise UsageError(f"secret name {name!r} is longer than {MAX_NAME} bytes")
-    for part in name.split("/"):
-        if part in ("", ".", "..") or not _COMPONENT.match(part):
-            raise UsageError(f"invalid secret name {name!r}", hint=NAME_HINT)
-    return name
-
-
-def check_recipient_name(name: str) -> str:
-    """Validate a recipient name; raise UsageError if bad."""
-    if not name or len(name) > MAX_RECIPIENT or not _RECIPIENT.match(name):
-        raise UsageError(
-            f"invalid recipient name {name!r}",
-            hint="use 1 to 64 letters, digits and ._@+- (an email address fits)",
-        )
-    return name
-
-
-def b64(data: bytes) -> str:
-    """Canonical base64 (RFC 4648, padded, one line)."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str, what: str, length: int | None = None) -> bytes:
-    """Strict base64: refuse anything but the one canonical spelling."""
-    if not text:
-        raise FormatError(f"empty {what}")
-    try:
-        data = binascii.a2b_base64(text, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise FormatError(f"broken base64 in {what}") from None
-    if binascii.b2a_base64(data, newline=False) != text.encode():
-        raise FormatError(f"non-canonical base64 in {what}")
-    if length is not None and len(data) != length:
-        raise FormatError(f"{what} is {len(data)} bytes, not {length}")
-    return data
-
-
-def _number(text: str, what: str) -> int:
-    if not _NUMBER.match(text):
-        raise FormatError(f"bad {what} {text!r}")
-    return int(text)
-
-
-def _iterations(text: str, what: str, low: int = 1) -> int:
-    n = _number(text, what)
-    if not low <= n <= MAX_ITER:
-        raise FormatError(f"{what} {n} out of range ({low} to {MAX_ITER})")
-    return n
-
-
-def _fixed(text: str, want: str, what: str) -> None:
-    if text != want:
-        raise FormatError(f"unsupported {what} {text!r}")
-
-
-@functools.lru_cache(maxsize=65536)
-def _name(text: str, what: str) -> str:
-    """A name read from the file (cached: each name recurs on many lines)."""
-    try:
-        return check_recipient_name(text) if what == "recipient" else check_name(text)
-    except UsageError:
-        raise FormatError(f"bad {what} name {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -248,11 +174,11 @@ def line_of(fields: list[str]) -> str:
 def _parse_recipient(f: list[str]) -> Recipient:
     if len(f) != 9:
         raise FormatError(f"recipient line has {len(f)} fields, not 9")
-    name = _name(f[1], "recipient")
+    name = parse_name(f[1], "recipient")
     if f[2] not in KINDS:
         raise FormatError(f"unsupported recipient kind {f[2]!r}")
-    fpr_ok = _FPR.match(f[3]) if f[2] == "gpg" else _HEX64.match(f[3])
-    if not fpr_ok or not _TIME.match(f[4]) or f[5] not in ("default", "-"):
+    fpr_ok = FPR.match(f[3]) if f[2] == "gpg" else HEX64.match(f[3])
+    if not fpr_ok or not TIME.match(f[4]) or f[5] not in ("default", "-"):
         raise FormatError(f"bad fields in recipient {name!r}")
     private = None if f[8] == "-" else unb64(f[8], "recipient key")
     if (f[2] == "passphrase") != (private is not None):
@@ -300,23 +226,23 @@ def _check_recipient(r: Recipient) -> None:
 def _parse_secret(f: list[str]) -> Version:
     if len(f) != 16:
         raise FormatError(f"secret line has {len(f)} fields, not 16")
-    name = _name(f[1], "secret")
-    _fixed(f[4], CIPHER, "cipher")
-    _fixed(f[5], KDF, "kdf")
-    _fixed(f[6], DIGEST, "digest")
+    name = parse_name(f[1], "secret")
+    parse_fixed(f[4], CIPHER, "cipher")
+    parse_fixed(f[5], KDF, "kdf")
+    parse_fixed(f[6], DIGEST, "digest")
     pw = None
     if f[10:13] != ["-", "-", "-"]:
         pw = Password(
-            _iterations(f[10], "password iterations", PASSWORD_ITER),
+            parse_iterations(f[10], "password iterations", PASSWORD_ITER),
             unb64(f[11], "password salt", SALT_LEN),
             unb64(f[12], "password check", 16),
         )
-    if not _TIME.match(f[3]) or not _HEX64.match(f[13]):
+    if not TIME.match(f[3]) or not HEX64.match(f[13]):
         raise FormatError(f"bad fields in secret {name!r}")
     recipients = _names(f[14], f"recipients of {name!r}")
     return Version(
-        name=name, version=_number(f[2], "version"), created=f[3],
-        iterations=_iterations(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
+        name=name, version=parse_number(f[2], "version"), created=f[3],
+        iterations=parse_iterations(f[7], "iterations"), salt=unb64(f[8], "salt", SALT_LEN),
         iv=unb64(f[9], "iv", IV_LEN), password=pw, blob=f[13], recipients=recipients,
         tag=unb64(f[15], "mac", KEY_LEN),
     )  # fmt: skip
@@ -329,20 +255,20 @@ def _parse_wrap(f: list[str]) -> Wrap:
     want = 15 if scheme == "ecdh" else 7
     if len(f) != want:
         raise FormatError(f"{scheme} wrap line has {len(f)} fields, not {want}")
-    if not _FPR.match(f[4]):
+    if not FPR.match(f[4]):
         raise FormatError(f"bad key fingerprint {f[4]!r}")
     head = dict(
-        name=_name(f[1], "secret"), version=_number(f[2], "version"),
-        recipient=_name(f[3], "recipient"), fingerprint=f[4],
+        name=parse_name(f[1], "secret"), version=parse_number(f[2], "version"),
+        recipient=parse_name(f[3], "recipient"), fingerprint=f[4],
     )  # fmt: skip
     if scheme != "ecdh":
         return Wrap(**head, scheme=scheme, ct=unb64(f[6], "wrap"))
-    _fixed(f[7], CIPHER, "cipher")
-    _fixed(f[8], KDF, "kdf")
-    _fixed(f[9], DIGEST, "digest")
+    parse_fixed(f[7], CIPHER, "cipher")
+    parse_fixed(f[8], KDF, "kdf")
+    parse_fixed(f[9], DIGEST, "digest")
     return Wrap(
         **head, scheme="ecdh", eph=unb64(f[6], "ephemeral key"),
-        iterations=_iterations(f[10], "iterations"), salt=unb64(f[11], "salt", SALT_LEN),
+        iterations=parse_iterations(f[10], "iterations"), salt=unb64(f[11], "salt", SALT_LEN),
         iv=unb64(f[12], "iv", IV_LEN), ct=unb64(f[13], "wrap", 48),
         tag=unb64(f[14], "wrap mac", KEY_LEN),
     )  # fmt: skip
@@ -353,7 +279,7 @@ def _names(text: str, what: str) -> tuple[str, ...]:
     if list(names) != sorted(set(names)):
         raise FormatError(f"{what} are not sorted and unique")
     for n in names:
-        _name(n, "recipient")
+        parse_name(n, "recipient")
     return names
 
 
@@ -362,8 +288,8 @@ def _parse_ledger(f: list[str]) -> Ledger:
         raise FormatError(f"ledger line has {len(f)} fields, not 5")
     if f[3] not in ORIGINS:
         raise FormatError(f"bad ledger origin {f[3]!r}")
-    version = _number(f[2], "version")
-    return Ledger(_name(f[1], "secret"), version, f[3], _names(f[4], "ledger readers"))
+    version = parse_number(f[2], "version")
+    return Ledger(parse_name(f[1], "secret"), version, f[3], _names(f[4], "ledger readers"))
 
 
 def parse(data: bytes) -> Index:
@@ -417,7 +343,7 @@ def _add(index: Index, f: list[str], number: int) -> None:
         elif f[0] == "access":
             if len(f) != 3:
                 raise FormatError(f"access line has {len(f)} fields, not 3")
-            index.access[_name(f[1], "secret")] = _names(f[2], "access recipients")
+            index.access[parse_name(f[1], "secret")] = _names(f[2], "access recipients")
         elif f[0] == "ledger":
             entry = _parse_ledger(f)
             index.ledger.setdefault(entry.name, []).append(entry)

@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ossl_vault.errors import UsageError
+from ossl_vault.errors import AccessDenied, IntegrityError, PasswordRefused, UsageError
 from ossl_vault.format.records import Ledger, Password, Recipient, Version, Wrap, line_of
 from ossl_vault.format.wrapping import Identity, wrap
 from ossl_vault.openssl import crypto
+from ossl_vault.openssl.proc import OpensslFailed
 
 MAX_VALUE = 1024 * 1024
 KEEP_VERSIONS = 10
@@ -90,3 +91,21 @@ def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> S
     version = Version("-", 0, now(), crypto.ENC_ITER, salt, iv, pw, crypto.sha256_hex(ct), names)
     wraps = [wrap(r, dk) for r in sorted(recipients, key=lambda r: r.name)]
     return Sealed(version, wraps, ct, crypto.hkdf(dk, VALUE_MAC))
+
+
+def decrypt(v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
+    ikm = dk
+    if v.password is not None:
+        given = password(v.name) if password else None
+        if given is None:
+            raise AccessDenied(  # not final: a reader with a terminal may prompt
+                f"secret {v.name!r} needs its password", hint="give --password-file FILE"
+            )
+        pk, check = crypto.pbkdf2(given, v.password.salt, v.password.iterations)
+        if not crypto.mac_equal(check, v.password.check):
+            raise PasswordRefused(f"wrong password for {v.name!r}")
+        ikm = dk + pk
+    try:
+        return crypto.dec(ct, crypto.hkdf(ikm, VALUE_ENC).hex(), v.salt, v.iv, v.iterations)
+    except OpensslFailed:
+        raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None

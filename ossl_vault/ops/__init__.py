@@ -1,6 +1,7 @@
 """The operations: what a command does to a vault, as plain functions and ``Vault`` methods.
 
 - ``vault``: put, get, list, rotate, rm, fsck on one vault.
+- ``edits``: pure changes to a parsed index (recipients, a new version, re-wrap, drop).
 - ``sharing``: recipients, share/unshare, rekey, renew, the exposure ledger.
 - ``recovery``: the Shamir (SLIP-39) recovery quorum.
 - ``generate``: uniformly random values.

@@ -23,12 +23,15 @@ import shamir_mnemonic
 from shamir_mnemonic.share import Share
 
 from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
-from ossl_vault.format.records import Index, Recipient, check_recipient_name
+from ossl_vault.format.fields import check_recipient_name
+from ossl_vault.format.records import Index, Recipient
+from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import Identity, wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
 from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
-from ossl_vault.ops.vault import Identities, Vault
+from ossl_vault.ops import edits
+from ossl_vault.ops.vault import Vault
 
 NAME = "recovery"  # the recipient's name
 KIND = "recovery"  # its kind (format.md section 2.1)
@@ -273,7 +276,7 @@ def add_everywhere(
     check_recipient_name(name)
     index = vault.store.read_index()
     before = index.serialize()
-    r = vault.add_key(index, name, key, default)
+    r = edits.add_key(index, name, key, default)
     opened, skipped = _open_all(vault, index, ids, index.versions)
     if skipped and require_all:
         shown = ", ".join(repr(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
@@ -284,7 +287,7 @@ def add_everywhere(
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
         wraps = dict(zip(opened, pool.map(lambda dk: wrap(r, dk[0]), opened.values()), strict=True))
     for secret, (dk, ct) in opened.items():
-        vault.rewrap(index, secret, dk, ct, [wraps[secret]], set())
+        edits.rewrap(index, secret, dk, ct, [wraps[secret]], set())
         if secret in index.access:
             index.access[secret] = tuple(sorted({*index.access[secret], name}))
     with vault.store.locked():

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from ossl_vault.errors import NotFoundError, UsageError, VaultError
-from ossl_vault.format.records import Index, Recipient, check_recipient_name
+from ossl_vault.format.fields import check_recipient_name
+from ossl_vault.format.records import Index, Recipient
+from ossl_vault.format.seal import Identities, PasswordSource, check_password
 from ossl_vault.format.wrapping import wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.ops.vault import Identities, PasswordSource, Vault, check_password
+from ossl_vault.ops import edits
+from ossl_vault.ops.vault import Vault
 
 
 def add_recipient(
@@ -25,7 +28,7 @@ def add_recipient(
     """Add a key recipient; it is wrapped into secrets written from now on."""
     with vault.store.locked():
         index = vault.store.read_index()
-        r = vault.add_key(index, name, key, default)
+        r = edits.add_key(index, name, key, default)
         vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
     return r
 
@@ -39,7 +42,7 @@ def add_passphrase(vault: Vault, name: str, passphrase: bytes, default: bool = T
     key = pubkeys.PublicKey("x25519", crypto.public_der(pem))
     with vault.store.locked():
         index = vault.store.read_index()
-        r = vault.add_key(index, name, key, default, private)
+        r = edits.add_key(index, name, key, default, private)
         vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
     return r
 
@@ -62,7 +65,7 @@ def add_github(vault: Vault, name: str, user: str, default: bool = True) -> list
         check_recipient_name(n)
     with vault.store.locked():
         index = vault.store.read_index()
-        added = [vault.add_key(index, n, key, default) for n, key in zip(names, found, strict=True)]
+        added = [edits.add_key(index, n, key, default) for n, key in zip(names, found, strict=True)]
         vault.store.commit(index, {}, vault.event(keys=[r.fingerprint for r in added]))
     return added
 
@@ -109,7 +112,7 @@ def remove_recipient(
             raise VaultError(f"secrets of {name!r} changed meanwhile", hint="run it again")
         gone = index.recipients.pop(name)
         for orphan in orphans:
-            vault.drop(index, orphan)
+            edits.drop(index, orphan)
         for secret, who in list(index.access.items()):
             index.access[secret] = tuple(r for r in who if r != name)
         vault.store.commit(index, {}, vault.event(keys=[gone.fingerprint]))
@@ -127,14 +130,14 @@ def _change_wraps(
     dk, ct = vault.open(index, v, ids)
     new = [wrap(r, dk) for r in add]
     if given is not None:
-        vault.rewrap(index, name, dk, ct, new, drop)
+        edits.rewrap(index, name, dk, ct, new, drop)
         return index
     with vault.store.locked():
         index = vault.store.read_index()
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
             raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
-        vault.rewrap(index, name, dk, ct, new, drop)
+        edits.rewrap(index, name, dk, ct, new, drop)
         vault.store.commit(index, {}, vault.event(name, v.version, [w.fingerprint for w in new]))
     return index
 
@@ -158,7 +161,7 @@ def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[st
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
             raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
-        vault.rewrap(index, name, dk, ct, wraps, set())
+        edits.rewrap(index, name, dk, ct, wraps, set())
         index.access[name] = vault.version(name, None, index).recipients
         event = vault.event(name, v.version, [w.fingerprint for w in wraps])
         vault.store.commit(index, {}, event)
@@ -259,7 +262,7 @@ def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> l
     opened = {s: vault.open(index, vault.version(s, None, index), ids) for s in secrets}
     index.recipients[name] = new
     for secret, (dk, ct) in opened.items():
-        vault.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
+        edits.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed during the renewal", hint="run it again")

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from ossl_vault.errors import UsageError
+from ossl_vault.format.seal import MAX_VALUE, Identities, check_password
 from ossl_vault.format.wrapping import Identity, key_file_identity
-from ossl_vault.ops.vault import MAX_VALUE, Identities, check_password
 
 SNAKEOIL_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
 

@@ -10,60 +10,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import replace
 
 from ossl_vault.errors import (
     AccessDenied,
     IntegrityError,
     NotFoundError,
-    PasswordRefused,
     UsageError,
     VaultError,
 )
+from ossl_vault.format.fields import check_name
 from ossl_vault.format.matching import match, who
-from ossl_vault.format.records import (
-    Index,
-    Ledger,
-    Recipient,
-    Version,
-    Wrap,
-    check_name,
-    check_recipient_name,
-    fingerprint,
-    line_of,
-)
+from ossl_vault.format.records import Index, Recipient, Version
 from ossl_vault.format.seal import (
-    KEEP_VERSIONS,
     MAX_VALUE,
-    VALUE_ENC,
     VALUE_MAC,
     Identities,
     PasswordSource,
     Sealed,
     check_password,
+    decrypt,
     exposure,
-    now,
     record_mac,
     seal,
 )
 from ossl_vault.format.wrapping import unwrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.openssl.proc import OpensslFailed
+from ossl_vault.ops import edits
 from ossl_vault.storage.audit import AuditLog, Event
 from ossl_vault.storage.store import Store
-
-__all__ = [
-    "MAX_VALUE",
-    "Identities",
-    "PasswordSource",
-    "Vault",
-    "check_password",
-    "exposure",
-    "now",
-    "record_mac",
-    "seal",
-]
 
 
 class Vault:
@@ -85,7 +60,7 @@ class Vault:
         """Create the vault with its first (default) recipients and its audit log."""
         index = Index()
         for name, key in recipients:
-            self.add_key(index, name, key, default=True)
+            edits.add_key(index, name, key, default=True)
         self.store.create()
         with self.store.locked(creating=True):
             if self.store.exists():
@@ -93,31 +68,6 @@ class Vault:
             AuditLog(self.store.root).create(audit_mode, auto_checkpoint)
             fprs = tuple(r.fingerprint for r in index.recipients.values())
             self.store.commit(index, {}, Event("init", keys=fprs))
-
-    def add_key(
-        self,
-        index: Index,
-        name: str,
-        key: pubkeys.PublicKey,
-        default: bool,
-        private: bytes | None = None,
-    ) -> Recipient:
-        check_recipient_name(name)
-        if name in index.recipients:
-            raise UsageError(f"recipient {name!r} already exists")
-        if any(name in v.recipients for vs in index.versions.values() for v in vs):
-            raise UsageError(
-                f"recipient name {name!r} still labels wraps of older versions",
-                hint="choose another name (a removed recipient's name is kept in history)",
-            )
-        for other in index.recipients.values():
-            if other.fingerprint == key.fingerprint:
-                raise UsageError(f"that key is already recipient {other.name!r}")
-        kind = "passphrase" if private is not None else key.kind
-        fpr = key.fpr or fingerprint(key.spki, private)
-        r = Recipient(name, kind, fpr, now(), default, key.spki, key.cert, private)
-        index.recipients[name] = r
-        return r
 
     def recipients(self) -> list[Recipient]:
         """Every recipient, sorted by name."""
@@ -139,39 +89,16 @@ class Vault:
         if password is not None:
             check_password(password)
         index = self.store.read_index()
-        wanted = self._resolve(index, to, name)
+        wanted = edits.recipients_for(index, to, name)
         sealed = seal(value, wanted, password)
         with self.store.locked():
             index = self.store.read_index()
-            current = self._resolve(index, to, name)
+            current = edits.recipients_for(index, to, name)
             if current != wanted:  # recipients changed while we encrypted
                 sealed = seal(value, current, password)
             if to:
                 index.access[name] = tuple(r.name for r in current)
             return self._commit_version(index, name, sealed)
-
-    def _resolve(
-        self, index: Index, to: list[str] | None, name: str | None = None
-    ) -> list[Recipient]:
-        """Who a value is for: ``to``, else the secret's own list, else the defaults.
-
-        A recovery-key recipient is always added: the quorum opens every secret.
-        """
-        if not to and name in index.access:
-            to = [n for n in index.access[name] if n in index.recipients]
-        if to:
-            missing = [n for n in to if n not in index.recipients]
-            if missing:
-                raise NotFoundError(f"no recipient {missing[0]!r}")
-            quorum = [r.name for r in index.recipients.values() if r.kind == "recovery"]
-            return sorted({index.recipients[n] for n in [*to, *quorum]}, key=lambda r: r.name)
-        chosen = sorted((r for r in index.recipients.values() if r.default), key=lambda r: r.name)
-        if not chosen:
-            raise UsageError(
-                "the vault has no default recipients",
-                hint="add one with 'ossl-vault recipient add NAME CERT', or use --to",
-            )
-        return chosen
 
     def put_many(self, values: dict[str, bytes], to: list[str] | None = None) -> dict[str, int]:
         """Store many values in one atomic commit; openssl runs on parallel threads."""
@@ -181,23 +108,23 @@ class Vault:
             check_name(name)
             if len(value) > MAX_VALUE:
                 raise UsageError(f"value of {name!r} is larger than 1 MiB")
-        wanted = self._resolve(self.store.read_index(), to)
+        wanted = edits.recipients_for(self.store.read_index(), to)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             sealed = dict(
                 zip(values, pool.map(lambda v: seal(v, wanted, None), values.values()), strict=True)
             )
         with self.store.locked():
             index = self.store.read_index()
-            if self._resolve(index, to) != wanted:
+            if edits.recipients_for(index, to) != wanted:
                 raise VaultError("recipients changed during the import", hint="run it again")
-            numbers = {name: self._add_version(index, name, s) for name, s in sealed.items()}
+            numbers = {name: edits.add_version(index, name, s) for name, s in sealed.items()}
             if to:
                 index.access.update({name: tuple(r.name for r in wanted) for name in sealed})
             self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
         return numbers
 
     def _commit_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
-        number = self._add_version(index, name, sealed, origin)
+        number = edits.add_version(index, name, sealed, origin)
         event = self.event(name, number, [w.fingerprint for w in sealed.wraps])
         self.store.commit(index, {sealed.version.blob: sealed.ct}, event)
         return number
@@ -206,46 +133,6 @@ class Vault:
         """An audit event for this vault's current operation."""
         version = "-" if number is None else str(number)
         return Event(self.store.op, name, version, tuple(keys))
-
-    def _add_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
-        """Append a sealed value as the next version of ``name``; keep the last ten.
-
-        ``origin`` is "new" for a value a user gave, "same" for the previous
-        value re-encrypted; the ledger keeps it, and the readers, for good.
-        """
-        versions = index.versions.setdefault(name, [])
-        number = versions[-1].version + 1 if versions else 1
-        v = replace(sealed.version, name=name, version=number)
-        wraps = [replace(w, name=name, version=number) for w in sealed.wraps]
-        v = replace(v, tag=record_mac(sealed.mac_key, v, wraps, sealed.ct))
-        versions.append(v)
-        index.wraps[(name, number)] = wraps
-        index.ledger.setdefault(name, []).append(Ledger(name, number, origin, v.recipients))
-        for old in versions[:-KEEP_VERSIONS]:
-            index.wraps.pop((name, old.version), None)
-        del versions[:-KEEP_VERSIONS]
-        return number
-
-    def rewrap(
-        self, index: Index, name: str, dk: bytes, ct: bytes, add: list[Wrap], drop: set[str]
-    ) -> None:
-        """Change the wraps of the newest version in place (same data key), re-MAC it."""
-        v = index.versions[name][-1]
-        old = index.wraps[(name, v.version)]
-        wraps = [w for w in old if w.recipient not in drop and
-                 w.recipient not in {a.recipient for a in add}]  # fmt: skip
-        wraps += [replace(w, name=name, version=v.version) for w in add]
-        wraps.sort(key=lambda w: line_of(w.fields()))
-        v2 = replace(v, recipients=tuple(sorted(w.recipient for w in wraps)))
-        v2 = replace(v2, tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct))
-        index.versions[name][-1] = v2
-        index.wraps[(name, v.version)] = wraps
-        entries = index.ledger.setdefault(name, [])
-        if entries and entries[-1].version == v.version:
-            readers = tuple(sorted(set(entries[-1].readers) | set(v2.recipients)))
-            entries[-1] = replace(entries[-1], readers=readers)
-        else:  # a version older than the ledger (cannot happen for vaults we wrote)
-            entries.append(Ledger(name, v.version, "new", v2.recipients))
 
     def version(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
         """The record of a secret version (the newest by default)."""
@@ -274,7 +161,7 @@ class Vault:
         v = self.version(name, number, index)
         self.opened_version = v.version
         dk, ct = self.open(index, v, ids)
-        return self._decrypt(v, dk, ct, password)
+        return decrypt(v, dk, ct, password)
 
     def open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
         """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""
@@ -317,23 +204,6 @@ class Vault:
         versions = self.store.read_index().versions.get(v.name, [])
         return all(other.blob != v.blob for other in versions)
 
-    def _decrypt(self, v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
-        ikm = dk
-        if v.password is not None:
-            given = password(v.name) if password else None
-            if given is None:
-                raise AccessDenied(  # not final: a reader with a terminal may prompt
-                    f"secret {v.name!r} needs its password", hint="give --password-file FILE"
-                )
-            pk, check = crypto.pbkdf2(given, v.password.salt, v.password.iterations)
-            if not crypto.mac_equal(check, v.password.check):
-                raise PasswordRefused(f"wrong password for {v.name!r}")
-            ikm = dk + pk
-        try:
-            return crypto.dec(ct, crypto.hkdf(ikm, VALUE_ENC).hex(), v.salt, v.iv, v.iterations)
-        except OpensslFailed:
-            raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None
-
     def list(self, index: Index | None = None) -> list[dict[str, object]]:
         """Every secret: name, versions, recipients, dates, exposure (no decryption)."""
         index = index or self.store.read_index()
@@ -364,18 +234,9 @@ class Vault:
             index = self.store.read_index()
             if name not in index.versions:
                 raise NotFoundError(f"no secret {name!r}")
-            count = self.drop(index, name)
+            count = edits.drop(index, name)
             self.store.commit(index, {}, self.event(name))
         return count
-
-    @staticmethod
-    def drop(index: Index, name: str) -> int:
-        versions = index.versions.pop(name, [])
-        for v in versions:
-            index.wraps.pop((name, v.version), None)
-        index.access.pop(name, None)
-        index.ledger.pop(name, None)
-        return len(versions)
 
     def rotate(
         self, names: list[str] | None, ids: Identities, password: PasswordSource | None = None
@@ -402,7 +263,7 @@ class Vault:
         given = None
         if v.password is not None:
             given = password(name) if password else None
-        value = self._decrypt(v, *self.open(index, v, ids), lambda _n: given)
+        value = decrypt(v, *self.open(index, v, ids), lambda _n: given)
         to = recipients if recipients is not None else list(v.recipients)
         to = [n for n in to if n in index.recipients]
         if not to:

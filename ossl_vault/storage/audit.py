@@ -332,7 +332,7 @@ def signing_identity(index: object, identities: list) -> tuple[object, object] |
 
 def write_checkpoint(log: AuditLog, identity: object, recipient: object) -> int:
     """Sign (count, head hash) of the log with a recipient's key; caller holds the lock."""
-    from ossl_vault.format.records import b64
+    from ossl_vault.format.fields import b64
     from ossl_vault.openssl import crypto
     from ossl_vault.storage.files import atomic_write
 

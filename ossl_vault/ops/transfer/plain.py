@@ -22,9 +22,9 @@ from ossl_vault.errors import (
     UsageError,
     VaultError,
 )
-from ossl_vault.format.records import b64, check_name, unb64
+from ossl_vault.format.fields import b64, check_name, unb64
+from ossl_vault.format.seal import MAX_VALUE
 from ossl_vault.keys import gpg
-from ossl_vault.ops.vault import MAX_VALUE
 
 PasswordSource = Callable[[str], bytes | None]
 

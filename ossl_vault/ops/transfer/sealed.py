@@ -36,13 +36,16 @@ from ossl_vault.errors import (
     UsageError,
     VaultError,
 )
-from ossl_vault.format.records import Index, Recipient, b64, fingerprint
+from ossl_vault.format.fields import b64
+from ossl_vault.format.records import Index, Recipient, fingerprint
+from ossl_vault.format.seal import VALUE_MAC, Identities, decrypt, now, record_mac, seal
 from ossl_vault.format.wrapping import wrap
 from ossl_vault.keys import loader, pubkeys
 from ossl_vault.openssl import crypto
 from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
+from ossl_vault.ops import edits
 from ossl_vault.ops.transfer.plain import Entry, PasswordSource, bad_entry, entry, unpack_values
-from ossl_vault.ops.vault import VALUE_MAC, Identities, Vault, now, record_mac, seal
+from ossl_vault.ops.vault import Vault
 
 BUNDLE_MAGIC = "ossl-vault-bundle"
 BUNDLE_VERSION = "1"
@@ -75,7 +78,7 @@ def store_all(vault: Vault, entries: list[Entry], to: list[str] | None) -> list[
     names = sorted({e.name for e in entries})
 
     def recipients(index: Index) -> dict[str, list[Recipient]]:
-        return {n: vault._resolve(index, to, n) for n in names}
+        return {n: edits.recipients_for(index, to, n) for n in names}
 
     wanted = recipients(vault.store.read_index())
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -85,7 +88,7 @@ def store_all(vault: Vault, entries: list[Entry], to: list[str] | None) -> list[
         if recipients(index) != wanted:
             raise VaultError("recipients changed during the import", hint="run it again")
         done = [
-            (e.name, vault._add_version(index, e.name, s))
+            (e.name, edits.add_version(index, e.name, s))
             for e, s in zip(entries, sealed, strict=True)
         ]
         if to:
@@ -340,7 +343,7 @@ def read_bundle(
             try:
                 for v in versions:
                     dk, ct = bundle.open(index, v, ids)
-                    value = bundle._decrypt(v, dk, ct, cached)
+                    value = decrypt(v, dk, ct, cached)
                     e = entry(prefix, name, f"{source} v{v.version}", value)
                     if e.error is not None:
                         raise e.error
