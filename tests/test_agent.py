@@ -459,7 +459,7 @@ def test_a_socket_of_another_uid_gets_nothing(vault: VaultDir, tmp_path: Path) -
         shutil.rmtree(shared)
 
 
-# -- `get` through the agent before the CLI loads (ossl_vault/entry.py) -------------------
+# -- `get` through the agent before the CLI loads (ossl_vault/cli/entry.py) -------------------
 
 
 def imported(v: VaultDir, env: dict[str, str], *args: str) -> tuple[Result, set[str]]:
