@@ -55,6 +55,10 @@ class NotFoundError(VaultError):
     exit_code = NOT_FOUND
 
 
+class Expired(NotFoundError):
+    """An expired secret read with ``get --strict``: refused as if it were gone (exit 3)."""
+
+
 class AccessDenied(VaultError):
     """No usable identity, or a wrong passphrase or password."""
 

@@ -48,7 +48,7 @@ class Keyring:
     def get(self, vault: Vault, name: str, number: int | None, password: bytes | None) -> bytes:
         """Like ``Vault.get``, opening the data key once per version; the read is audited."""
         index = self.index(vault)
-        v = vault.version(name, number, index)
+        v = vault.readable(name, number, index)
         key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
         with self.lock:
             held = self.keys.get(key)

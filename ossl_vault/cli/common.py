@@ -6,6 +6,7 @@ them (lazily) to register them on the group.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -28,8 +29,83 @@ def fail(message: str, hint: str | None, code: int) -> NoReturn:
     sys.exit(code)
 
 
+QUIET: list[bool] = []  # set by -q/--quiet, given anywhere on the command line
+
+
 def note(message: str) -> None:
-    click.echo(f"ossl-vault: {message}", err=True)
+    """An informational line on stderr; -q/--quiet silences it (not warnings or errors)."""
+    if not QUIET:
+        click.echo(f"ossl-vault: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(f"ossl-vault: {paint('warning', 'yellow')}: {message}", err=True)
+
+
+def color_wanted(err: bool = False) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    stream = sys.stderr if err else sys.stdout
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+def paint(text: str, color: str, bold: bool = False, err: bool = True) -> str:
+    return click.style(text, fg=color, bold=bold) if color_wanted(err) else text
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not QUIET:
+        QUIET.append(True)
+
+
+def _quiet() -> click.Option:
+    return click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_quiet, help="Print no informational messages.")  # fmt: skip
+
+
+def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """-q/--quiet on the group (before the command)."""
+    f.__click_params__ = [*getattr(f, "__click_params__", []), _quiet()]  # type: ignore[attr-defined]
+    return f
+
+
+def with_quiet(command: click.Command) -> click.Command:
+    """Give a command (and a group's commands) -q/--quiet, once: every command takes it."""
+    if not any(p.name == "quiet" for p in command.params):
+        command.params.append(_quiet())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_quiet(sub)
+    return command
+
+
+def _names_of(ctx: click.Context, recipients: bool) -> list[str]:
+    """Names from the vault the command line names, for shell completion; [] on any error."""
+    root = ctx.find_root()
+    path = root.params.get("vault") or os.environ.get("OSSL_VAULT_DIR")
+    try:
+        if not path:
+            from ossl_vault.storage import paths
+
+            path = paths.default_vault()
+        index = Vault(str(path)).store.read_index()
+    except Exception:  # completion must never print an error into the shell
+        return []
+    if recipients:
+        return sorted(index.recipients)
+    gone = {n for n, s in index.state.items() if s.deleted}
+    return sorted(n for n in index.versions if n not in gone)
+
+
+def complete_secret(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """shell_complete: the vault's secret names starting with what was typed."""
+    return [n for n in _names_of(ctx, False) if n.startswith(incomplete)]
+
+
+def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """shell_complete: recipient names (after the last comma of R[,R...])."""
+    head, _, tail = incomplete.rpartition(",")
+    prefix = head + "," if head else ""
+    return [prefix + n for n in _names_of(ctx, True) if n.startswith(tail)]
 
 
 class Context:
@@ -78,10 +154,9 @@ class Context:
         if vault.store.changes and result == "ok":
             self.auto_checkpoint(vault)
         if vault.store.audit_skipped:  # best-effort mode went ahead without them
-            click.echo(
-                f"ossl-vault: warning: {vault.store.audit_skipped} audit record(s) could not "
-                "be written (the vault's audit mode is best-effort)",
-                err=True,
+            warn(
+                f"{vault.store.audit_skipped} audit record(s) could not "
+                "be written (the vault's audit mode is best-effort)"
             )
 
     def auto_checkpoint(self, vault: Vault) -> None:
@@ -140,5 +215,5 @@ def warn_expiring(index: Index) -> None:
 
     for name, days, when in expiring(index):
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
-        click.echo(f"ossl-vault: warning: certificate of recipient {name!r} {state}", err=True)
+        warn(f"certificate of recipient {name!r} {state}")
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

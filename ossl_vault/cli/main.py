@@ -8,7 +8,6 @@ line, and an exit code from :mod:`ossl_vault.errors`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import NoReturn
@@ -20,15 +19,19 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    complete_recipients,
+    complete_secret,
     fail,
     note,
     pass_ctx,
     password_source,
+    quiet_option,
     reader_options,
     split_names,
-    warn_expiring,
+    warn,
+    with_quiet,
 )
-from ossl_vault.errors import USAGE, IntegrityError, VaultError
+from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
 from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.storage import paths
@@ -41,6 +44,15 @@ _INVOKED: list[Context] = []  # the invocation's context, for its audit record a
 LAZY_COMMANDS = {
     "agent": "ossl_vault.cli.agent:agent",
     "audit": "ossl_vault.cli.audit:audit_cmd",
+    "completion": "ossl_vault.cli.shell:completion",
+    "cp": "ossl_vault.cli.daily:cp",
+    "edit": "ossl_vault.cli.edit:edit",
+    "find": "ossl_vault.cli.daily:find",
+    "list": "ossl_vault.cli.daily:list_",
+    "mv": "ossl_vault.cli.daily:mv",
+    "purge": "ossl_vault.cli.daily:purge",
+    "show": "ossl_vault.cli.daily:show",
+    "undelete": "ossl_vault.cli.daily:undelete",
     "env": "ossl_vault.cli.scripts:env_",
     "exec": "ossl_vault.cli.scripts:exec_",
     "export": "ossl_vault.cli.transfer:export",
@@ -66,8 +78,9 @@ class LazyGroup(click.Group):
 
             module, attr = LAZY_COMMANDS[cmd_name].split(":")
             command = getattr(importlib.import_module(module), attr)
-            return command  # type: ignore[no-any-return]
-        return super().get_command(ctx, cmd_name)
+        else:
+            command = super().get_command(ctx, cmd_name)
+        return with_quiet(command) if command is not None else None
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,6 +107,7 @@ class LazyGroup(click.Group):
     metavar="SECONDS",
     help="How long a writer waits for the vault lock (default 60).",
 )
+@quiet_option
 @click.version_option(__version__, prog_name="ossl-vault")
 @click.pass_context
 def main_group(
@@ -152,11 +166,23 @@ def init(
 
 
 @main_group.command(epilog=EPILOG)
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @click.option(
     "--from-file", metavar="FILE", help="Read the value from FILE (else stdin or a prompt)."
 )
-@click.option("--to", multiple=True, metavar="R[,R...]", help="Only these recipients (repeatable).")
+@click.option("--to", multiple=True, metavar="R[,R...]", shell_complete=complete_recipients,
+              help="Only these recipients (repeatable).")  # fmt: skip
+@click.option(
+    "--meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Unencrypted metadata (owner, url, rotation; repeatable; KEY= removes).",
+)
+@click.option(
+    "--expires",
+    metavar="WHEN",
+    help="Expiry: a span (90d, 12h, 2w), a date, a UTC time, or 'never'.",
+)
 @click.option(
     "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
 )
@@ -169,17 +195,33 @@ def put(
     to: tuple[str, ...],
     ask_password: bool,
     password_file: str | None,
+    meta: tuple[str, ...],
+    expires: str | None,
 ) -> None:
     """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
+    info: dict[str, str | None] = {}
+    when: str | bool | None = False
+    if meta or expires is not None:
+        from ossl_vault.ops import lifecycle
+
+        info = lifecycle.parse_meta(meta)
+        when = False if expires is None else lifecycle.parse_expiry(expires)
     value = sources.read_value(from_file, name)
     password = sources.secret_source(password_file, ask_password, "password", confirm=True)
-    number = obj.vault().put(name, value, split_names(to), password)
+    number = obj.vault().put(name, value, split_names(to), password, info, when)
     note(f"stored {name!r} version {number}")
 
 
 @main_group.command(epilog=EPILOG)
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option(
+    "--field",
+    metavar="KEY",
+    help="Only field KEY of a 'key: value' document (gopass) or a JSON object.",
+)
+@click.option("--strict", is_flag=True, help="Refuse an expired secret (exit 3).")
+@click.option("--force", is_flag=True, help="Write a binary value to a terminal all the same.")
 @click.option("--version", "number", type=click.IntRange(min=1), help="An older version.")
 @click.option("--clip", is_flag=True, help="Copy to the clipboard instead (wl-copy, xclip, xsel).")
 @click.option("--clip-seconds", type=click.IntRange(min=0), default=45, show_default=True,
@@ -190,6 +232,9 @@ def get(
     obj: Context,
     name: str,
     out: str | None,
+    field: str | None,
+    strict: bool,
+    force: bool,
     number: int | None,
     clip: bool,
     clip_seconds: int,
@@ -201,6 +246,7 @@ def get(
     if clip and out is not None:
         raise click.UsageError("--clip and --out do not go together")
     value = None
+    check_expiry(obj, name, strict)  # expiry is in the index: before any read
     if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
         from ossl_vault.cli.scripts import get_via_agent
 
@@ -210,6 +256,10 @@ def get(
         vault = obj.vault()
         value = vault.get(name, ids, number, password_source(password_file))
         obj.log_read([vault.opened_with] if vault.opened_with else [])
+    if field is not None:
+        from ossl_vault.ops.documents import field_of
+
+        value = field_of(value, field, name)
     if clip:
         from ossl_vault.cli.transfer import clip_value
 
@@ -217,8 +267,39 @@ def get(
     elif out is not None:
         sources.write_out(out, value)
     else:
+        if not force and sys.stdout.isatty() and binary(value):
+            raise UsageError(
+                f"secret {name!r} holds binary data: not written to a terminal",
+                hint="use --out FILE, a pipe, or --force",
+            )
         sys.stdout.buffer.write(value)
         sys.stdout.flush()
+
+
+def binary(value: bytes) -> bool:
+    """Bytes a terminal would garble (or act on): not UTF-8, or control characters."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in text)
+
+
+def check_expiry(obj: Context, name: str, strict: bool) -> None:
+    """Warn on stderr when NAME has expired; with ``strict``, refuse it (exit 3)."""
+    try:
+        index = obj.vault().store.read_index()
+    except VaultError:
+        return  # the read itself reports it
+    if name not in index.state:
+        return  # most secrets: no import on the read path
+    from ossl_vault.ops import lifecycle
+
+    if strict:
+        lifecycle.require_unexpired(index, name)
+    message = lifecycle.expired_warning(index, name)
+    if message:
+        warn(message)
 
 
 @main_group.command(epilog=EPILOG)
@@ -257,52 +338,18 @@ def generate(
         sys.stdout.buffer.write(value + (b"\n" if fmt != "raw" else b""))
 
 
-@main_group.command("list", epilog=EPILOG)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--exposed-to", metavar="USER", help="Only secrets USER could ever read.")
-@click.option(
-    "--needs-rotation",
-    is_flag=True,
-    help="Only secrets whose current value was readable by someone since removed.",
-)
-@pass_ctx
-def list_(obj: Context, as_json: bool, exposed_to: str | None, needs_rotation: bool) -> None:
-    """List secrets: names, versions, recipients, dates (nothing is decrypted)."""
-    vault = obj.vault()
-    index = vault.store.read_index()
-    rows = vault.list(index)
-    warn_expiring(index)
-    if exposed_to is not None:
-        rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
-    if needs_rotation:
-        rows = [r for r in rows if r["needs_rotation"]]
-    if as_json:
-        click.echo("".join(json.dumps(row) + "\n" for row in rows), nl=False)
-        return
-    from tabulate import tabulate
-
-    table = [
-        [
-            r["name"],
-            r["version"],
-            ",".join(r["recipients"]),  # type: ignore[arg-type]
-            "yes" if r["password"] else "",
-            ",".join(r["needs_rotation"]) or "",  # type: ignore[arg-type]
-            r["updated"],
-        ]
-        for r in rows
-    ]
-    headers = ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "SEEN BY REMOVED", "UPDATED"]
-    click.echo(tabulate(table, headers, disable_numparse=True))
-
-
 @main_group.command(epilog=EPILOG)
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
+@click.option("--keep", "keep_days", type=click.IntRange(0, 36500), default=30,
+              show_default=True, metavar="DAYS",
+              help="Keep it this long for 'undelete'; then 'purge --due' destroys it.")  # fmt: skip
 @pass_ctx
-def rm(obj: Context, name: str) -> None:
-    """Delete a secret and all its versions."""
-    count = obj.vault().remove(name)
-    note(f"removed {name!r} ({count} version(s))")
+def rm(obj: Context, name: str, keep_days: int) -> None:
+    """Mark a secret deleted: it no longer lists or reads; 'undelete' brings it back."""
+    from ossl_vault.ops import lifecycle
+
+    after = lifecycle.soft_delete(obj.vault(), name, keep_days)
+    note(f"deleted {name!r}: kept until {after} ('ossl-vault undelete {name}' brings it back)")
 
 
 @main_group.command(epilog=EPILOG)

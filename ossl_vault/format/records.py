@@ -23,6 +23,7 @@ from ossl_vault.format.fields import (
     parse_number,
     unb64,
 )
+from ossl_vault.format.secretinfo import State, parse_meta, parse_state
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl.crypto import (
     CIPHER,
@@ -154,9 +155,14 @@ class Index:
     wraps: dict[tuple[str, int], list[Wrap]] = field(default_factory=dict)
     access: dict[str, tuple[str, ...]] = field(default_factory=dict)  # wanted, when not default
     ledger: dict[str, list[Ledger]] = field(default_factory=dict)  # oldest first
+    meta: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> key -> text
+    state: dict[str, State] = field(default_factory=dict)
 
     def serialize(self) -> bytes:
         lines = [r.fields() for r in self.recipients.values()]
+        lines += [["meta", name, key, b64(text.encode())]
+                  for name, pairs in self.meta.items() for key, text in pairs.items()]  # fmt: skip
+        lines += [s.fields() for s in self.state.values() if not s.empty]
         lines += [["access", name, ",".join(who)] for name, who in self.access.items()]
         lines += [entry.fields() for entries in self.ledger.values() for entry in entries]
         for versions in self.versions.values():
@@ -347,6 +353,17 @@ def _add(index: Index, f: list[str], number: int) -> None:
         elif f[0] == "ledger":
             entry = _parse_ledger(f)
             index.ledger.setdefault(entry.name, []).append(entry)
+        elif f[0] == "meta":
+            name, key, text = parse_meta(f)
+            pairs = index.meta.setdefault(name, {})
+            if key in pairs:
+                raise FormatError(f"metadata {key!r} of {name!r} appears twice")
+            pairs[key] = text
+        elif f[0] == "state":
+            s = parse_state(f)
+            if s.name in index.state:
+                raise FormatError(f"state of {s.name!r} appears twice")
+            index.state[s.name] = s
         else:
             raise FormatError(f"unknown record type {f[0]!r}")
     except IntegrityError as e:
@@ -376,9 +393,9 @@ def _check_wraps(index: Index) -> None:
                 raise IntegrityError(
                     f"the wrap of {name!r} for {w.recipient!r} names a key that is not theirs"
                 )
-    for name in list(index.access) + list(index.ledger):
+    for name in [*index.access, *index.ledger, *index.meta, *index.state]:
         if name not in index.versions:
-            raise FormatError(f"access or ledger line for {name!r}, which has no versions")
+            raise FormatError(f"a per-secret line for {name!r}, which has no versions")
     for name, entries in index.ledger.items():
         entries.sort(key=lambda e: e.version)
         if len({e.version for e in entries}) != len(entries):

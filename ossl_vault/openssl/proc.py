@@ -157,3 +157,18 @@ def _run(argv: list[str], stdin: bytes, pass_fds: Sequence[int], what: str) -> b
         first = next((line for line in text.splitlines() if line.strip()), "no message")
         raise OpensslFailed(f"{what} failed: {first.strip()}", text)
     return out
+
+
+def run_interactive(argv: Sequence[str]) -> int:
+    """Run a program on the user's terminal (``$EDITOR``) and return its exit status.
+
+    It inherits stdin, stdout and stderr; nothing secret is on its argv (a
+    file name) or in its environment.
+    """
+    path = shutil.which(argv[0])
+    if not path:
+        raise OperationError(f"{argv[0]!r} not found on PATH", hint="set $EDITOR")
+    try:
+        return subprocess.call([path, *argv[1:]], shell=False)
+    except OSError as e:
+        raise OperationError(f"cannot run {argv[0]!r}: {e.strerror}") from e

@@ -12,6 +12,7 @@ from ossl_vault.errors import NotFoundError, UsageError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.records import Index, Ledger, Recipient, Wrap, fingerprint, line_of
 from ossl_vault.format.seal import KEEP_VERSIONS, VALUE_MAC, Sealed, now, record_mac
+from ossl_vault.format.secretinfo import State
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
 
@@ -109,4 +110,41 @@ def drop(index: Index, name: str) -> int:
         index.wraps.pop((name, v.version), None)
     index.access.pop(name, None)
     index.ledger.pop(name, None)
+    index.meta.pop(name, None)
+    index.state.pop(name, None)
     return len(versions)
+
+
+def set_info(
+    index: Index, name: str, meta: dict[str, str | None], expires: str | bool | None = False
+) -> bool:
+    """Change a secret's metadata (a None value removes a key) and its expiry.
+
+    ``expires`` False leaves the expiry alone; None clears it. Returns whether
+    the expiry changed (its own audit record).
+    """
+    pairs = index.meta.setdefault(name, {})
+    for key, text in meta.items():
+        if text is None:
+            pairs.pop(key, None)
+        else:
+            pairs[key] = text
+    if not pairs:
+        index.meta.pop(name, None)
+    if expires is False:
+        return False
+    old = index.state.get(name, State(name))
+    if old.expires == expires:
+        return False
+    index.state[name] = replace(old, expires=expires or None)
+    return True
+
+
+def set_deleted(index: Index, name: str, when: str | None, purge_after: str | None) -> None:
+    """Mark a secret deleted (soft) at ``when``, or bring it back (None)."""
+    old = index.state.get(name, State(name))
+    new = replace(old, deleted=when, purge_after=purge_after)
+    if new.empty:
+        index.state.pop(name, None)
+    else:
+        index.state[name] = new

@@ -33,6 +33,7 @@ from ossl_vault.format.seal import (
     record_mac,
     seal,
 )
+from ossl_vault.format.secretinfo import State
 from ossl_vault.format.wrapping import unwrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
@@ -81,24 +82,34 @@ class Vault:
         value: bytes,
         to: list[str] | None = None,
         password: bytes | None = None,
+        meta: dict[str, str | None] | None = None,
+        expires: str | bool | None = False,
     ) -> int:
-        """Store ``value`` as a new version of ``name``; returns the version number."""
+        """Store ``value`` as a new version of ``name``; returns the version number.
+
+        ``meta`` and ``expires`` change the secret's metadata and expiry as in
+        :func:`ossl_vault.ops.edits.set_info`, in the same commit.
+        """
         check_name(name)
         if len(value) > MAX_VALUE:
             raise UsageError(f"value of {len(value)} bytes is larger than 1 MiB")
         if password is not None:
             check_password(password)
         index = self.store.read_index()
+        refuse_deleted(index, name)
         wanted = edits.recipients_for(index, to, name)
         sealed = seal(value, wanted, password)
         with self.store.locked():
             index = self.store.read_index()
+            refuse_deleted(index, name)
             current = edits.recipients_for(index, to, name)
             if current != wanted:  # recipients changed while we encrypted
                 sealed = seal(value, current, password)
             if to:
                 index.access[name] = tuple(r.name for r in current)
-            return self._commit_version(index, name, sealed)
+            expiry = edits.set_info(index, name, meta or {}, expires)
+            extra = (Event("expire", name, "-"),) if expiry else ()
+            return self._commit_version(index, name, sealed, extra=extra)
 
     def put_many(self, values: dict[str, bytes], to: list[str] | None = None) -> dict[str, int]:
         """Store many values in one atomic commit; openssl runs on parallel threads."""
@@ -123,10 +134,17 @@ class Vault:
             self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
         return numbers
 
-    def _commit_version(self, index: Index, name: str, sealed: Sealed, origin: str = "new") -> int:
+    def _commit_version(
+        self,
+        index: Index,
+        name: str,
+        sealed: Sealed,
+        origin: str = "new",
+        extra: tuple[Event, ...] = (),
+    ) -> int:
         number = edits.add_version(index, name, sealed, origin)
         event = self.event(name, number, [w.fingerprint for w in sealed.wraps])
-        self.store.commit(index, {sealed.version.blob: sealed.ct}, event)
+        self.store.commit(index, {sealed.version.blob: sealed.ct}, [event, *extra])
         return number
 
     def event(self, name: str = "-", number: int | None = None, keys: Iterable[str] = ()) -> Event:
@@ -149,6 +167,13 @@ class Vault:
         kept = ", ".join(str(v.version) for v in versions)
         raise NotFoundError(f"secret {name!r} has no version {number}", hint=f"kept: {kept}")
 
+    def readable(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
+        """:meth:`version`, refusing a secret marked deleted (it reads again once undeleted)."""
+        index = index or self.store.read_index()
+        v = self.version(name, number, index)
+        refuse_deleted(index, name, NotFoundError)
+        return v
+
     def get(
         self,
         name: str,
@@ -158,7 +183,7 @@ class Vault:
     ) -> bytes:
         """Decrypt a version after checking its integrity; the exact stored bytes."""
         index = self.store.read_index()
-        v = self.version(name, number, index)
+        v = self.readable(name, number, index)
         self.opened_version = v.version
         dk, ct = self.open(index, v, ids)
         return decrypt(v, dk, ct, password)
@@ -204,11 +229,17 @@ class Vault:
         versions = self.store.read_index().versions.get(v.name, [])
         return all(other.blob != v.blob for other in versions)
 
-    def list(self, index: Index | None = None) -> list[dict[str, object]]:
-        """Every secret: name, versions, recipients, dates, exposure (no decryption)."""
+    def list(self, index: Index | None = None, deleted: bool = False) -> list[dict[str, object]]:
+        """Every secret: name, versions, recipients, dates, exposure (no decryption).
+
+        Secrets marked deleted are left out, or are the only ones with ``deleted``.
+        """
         index = index or self.store.read_index()
         rows = []
         for name, vs in sorted(index.versions.items()):
+            state = index.state.get(name, State(name))
+            if (state.deleted is not None) != deleted:
+                continue
             ledger = index.ledger.get(name, [])
             seen = exposure(ledger)
             rows.append(
@@ -223,26 +254,20 @@ class Vault:
                     "exposed": sorted(seen),
                     "needs_rotation": sorted(seen - set(vs[-1].recipients)),
                     "ever": sorted({r for e in ledger for r in e.readers}),
+                    "meta": index.meta.get(name, {}),
+                    "expires": state.expires,
+                    "deleted": state.deleted,
+                    "purge_after": state.purge_after,
                 }
             )
         return rows
-
-    def remove(self, name: str) -> int:
-        """Delete a secret and all its versions; returns how many versions went."""
-        check_name(name)
-        with self.store.locked():
-            index = self.store.read_index()
-            if name not in index.versions:
-                raise NotFoundError(f"no secret {name!r}")
-            count = edits.drop(index, name)
-            self.store.commit(index, {}, self.event(name))
-        return count
 
     def rotate(
         self, names: list[str] | None, ids: Identities, password: PasswordSource | None = None
     ) -> list[tuple[str, int]]:
         """Re-encrypt the current value of each secret under a fresh data key."""
-        targets = names or sorted(self.store.read_index().versions)
+        index = self.store.read_index()
+        targets = names or sorted(n for n in index.versions if n not in deleted_names(index))
         return [(n, self.reencrypt(n, ids, None, password)) for n in targets]
 
     def reencrypt(
@@ -297,3 +322,19 @@ class Vault:
                 ("note", f"unreferenced file '{path.name}' (removed by the next write)")
             )
         return problems
+
+
+def deleted_names(index: Index) -> set[str]:
+    """The secrets marked deleted (soft): kept, protected like the rest, not listed."""
+    return {name for name, s in index.state.items() if s.deleted is not None}
+
+
+def refuse_deleted(index: Index, name: str, error: type[VaultError] = UsageError) -> None:
+    """Raise ``error`` when ``name`` is marked deleted."""
+    s = index.state.get(name)
+    if s is not None and s.deleted is not None:
+        raise error(
+            f"secret {name!r} is deleted (since {s.deleted})",
+            hint=f"'ossl-vault undelete {name}' brings it back; 'ossl-vault purge {name}' "
+            "destroys it",
+        )

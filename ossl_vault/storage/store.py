@@ -177,25 +177,29 @@ class Store:
         finally:
             lock.release()
 
-    def commit(self, index: Index, blobs: dict[str, bytes], event: Event | None = None) -> None:
-        """Under the lock: write new blobs, the audit record, then the index; drop garbage.
+    def commit(
+        self, index: Index, blobs: dict[str, bytes], event: Event | list[Event] | None = None
+    ) -> None:
+        """Under the lock: write new blobs, the audit record(s), then the index; drop garbage.
 
-        The record goes first, so a crash never leaves a change without one;
-        a record whose change did not land is marked by the next writer.
+        The records go first, so a crash never leaves a change without one;
+        a record whose change did not land is marked by the next writer. A
+        change that touches several secrets (``mv``) gives one event each.
         """
         data = index.serialize()
         try:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
             for digest, blob in blobs.items():
                 atomic_write(self.root / BLOBS / digest, blob)
-            self._audit(event or Event(self.op), sha256_hex(data))
+            events = event if isinstance(event, list) else [event or Event(self.op)]
+            self._audit(events, sha256_hex(data))
             atomic_write(self.index_path, data)
             self.changes += 1
         except OSError as e:
             raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
         self.collect_garbage(index)
 
-    def _audit(self, event: Event, index_hash: str) -> None:
+    def _audit(self, events: list[Event], index_hash: str) -> None:
         """Append a change's record; in 'required' mode a failure to log fails the change.
 
         A record whose change never reached vault.tsv (a crash between the
@@ -209,8 +213,8 @@ class Store:
                     current = sha256_hex(self.index_path.read_bytes())
                     if log.last_change() not in (None, current):
                         log.append(Event("incomplete", result="last-change-did-not-land"), current)
-                log.append(event, index_hash)
-                self.logged += 1
+                log.append_many([(e, index_hash) for e in events])
+                self.logged += len(events)
             except OperationError:
                 if mode == "required":
                     raise

@@ -1,0 +1,64 @@
+"""A secret's own unencrypted records: metadata and state (docs/format.md 2.6, 2.7).
+
+They belong to a secret, not to a version, carry no MAC (no key is shared by
+all readers) and never decide what a reader decrypts; format.md section 8 says
+what someone who can write the vault can do with them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ossl_vault.errors import FormatError
+from ossl_vault.format.fields import TIME, parse_name, unb64
+
+META_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}\Z")
+MAX_META = 1024  # bytes of one metadata value
+
+
+@dataclass(frozen=True)
+class State:
+    """A ``state`` line: a secret's expiry and soft deletion (format.md 2.7)."""
+
+    name: str
+    expires: str | None = None  # UTC time, format.md's spelling
+    deleted: str | None = None
+    purge_after: str | None = None  # set exactly when ``deleted`` is
+
+    def fields(self) -> list[str]:
+        return ["state", self.name, self.expires or "-", self.deleted or "-",
+                self.purge_after or "-"]  # fmt: skip
+
+    @property
+    def empty(self) -> bool:
+        return self.expires is None and self.deleted is None
+
+
+def parse_meta(f: list[str]) -> tuple[str, str, str]:
+    if len(f) != 4:
+        raise FormatError(f"meta line has {len(f)} fields, not 4")
+    name = parse_name(f[1], "secret")
+    if not META_KEY.match(f[2]):
+        raise FormatError(f"bad metadata key {f[2]!r}")
+    raw = unb64(f[3], "metadata value")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"metadata {f[2]!r} of {name!r} is not UTF-8") from None
+    if len(raw) > MAX_META:
+        raise FormatError(f"metadata {f[2]!r} of {name!r} is longer than {MAX_META} bytes")
+    return name, f[2], text
+
+
+def parse_state(f: list[str]) -> State:
+    if len(f) != 5:
+        raise FormatError(f"state line has {len(f)} fields, not 5")
+    name = parse_name(f[1], "secret")
+    times = [None if t == "-" else t for t in f[2:5]]
+    if any(t is not None and not TIME.match(t) for t in times):
+        raise FormatError(f"bad time in the state of {name!r}")
+    s = State(name, *times)
+    if s.empty or (s.deleted is None) != (s.purge_after is None):
+        raise FormatError(f"state line of {name!r} does not fit its fields")
+    return s
