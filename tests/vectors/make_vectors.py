@@ -107,6 +107,22 @@ def edit_text(old: str, new: str) -> Callable[[Path], None]:
     return edit
 
 
+def add_lines(*extra: str) -> Callable[[Path], None]:
+    """Insert record lines (format.md 2.6, 2.7), keeping the file sorted."""
+
+    def edit(root: Path) -> None:
+        path = root / "vault.tsv"
+        head, *records = path.read_text().splitlines()
+        path.write_text("\n".join([head, *sorted([*records, *extra])]) + "\n")
+
+    return edit
+
+
+META = "meta\tapp/token\towner\t" + base64.b64encode("Zoë Ops".encode()).decode()
+# an expiry long past: the secret still reads (with a warning), by the CLI and the script
+EXPIRED = "state\tapp/token\t2001-01-01T00:00:00Z\t-\t-"
+
+
 def main() -> None:
     make_keys()
     success = {"value-b64": base64.b64encode(VALUE).decode()}
@@ -155,8 +171,22 @@ def main() -> None:
          {"identity": "TEST-ONLY-rsa.key"}, edit_text("\trsa-oaep\t", "\trsa-oaep\textra\t")),
         ("unsupported-cipher", ["rsa"], False, False, "format error",
          {"identity": "TEST-ONLY-rsa.key"}, edit_text("\taes-256-cbc\t", "\taes-128-cbc\t")),
+        ("meta-state-success", ["rsa"], False, False, "success",
+         {"identity": "TEST-ONLY-rsa.key"}, add_lines(META, EXPIRED)),
+        ("state-empty", ["rsa"], False, False, "format error",
+         {"identity": "TEST-ONLY-rsa.key"}, add_lines("state\tapp/token\t-\t-\t-")),
+        ("state-deleted-without-purge", ["rsa"], False, False, "format error",
+         {"identity": "TEST-ONLY-rsa.key"},
+         add_lines("state\tapp/token\t-\t2001-01-01T00:00:00Z\t-")),
+        ("meta-non-canonical", ["rsa"], False, False, "format error",
+         {"identity": "TEST-ONLY-rsa.key"}, add_lines("meta\tapp/token\towner\tYWxpY2V=")),
+        ("meta-orphan", ["rsa"], False, False, "format error",
+         {"identity": "TEST-ONLY-rsa.key"}, add_lines("meta\tother\towner\tYWxpY2U=")),
     ]  # fmt: skip
+    only = set(sys.argv[1:])  # regenerate only these (others keep their committed bytes)
     for name, recips, passphrase, password, expect, headers, mutate in cases:
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "v"
             build(root, recips, passphrase, password, VALUE)
@@ -165,6 +195,8 @@ def main() -> None:
             write_vector(
                 name, root, expect, {**headers, **(success if expect == "success" else {})}
             )
+    if only:
+        return
     with tempfile.TemporaryDirectory() as tmp:  # the empty value
         root = Path(tmp) / "v"
         build(root, ["rsa"], False, False, b"")
