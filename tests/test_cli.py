@@ -274,15 +274,17 @@ def test_rm(vault: VaultDir) -> None:
     vault.ok("put", "gone", input=b"1")
     vault.ok("put", "gone", input=b"2")
     vault.ok("put", "kept", input=b"3")
-    r = vault.ok("rm", "gone")
-    assert "2 version" in r.err
-    assert_error(vault.run("get", "gone"), 3, "'gone'")
+    vault.ok("rm", "gone")  # soft: kept for undelete (tests/test_daily.py)
+    assert_error(vault.run("get", "gone"), 3, "'gone'", "deleted")
     assert_error(vault.run("get", "gone", "--version", "1"), 3)
     assert_error(vault.run("rm", "gone"), 3, "'gone'")
     assert [r["name"] for r in map(json.loads, vault.ok("list", "--json").out.splitlines())] == [
         "kept"
     ]
+    r = vault.ok("purge", "gone")
+    assert "2 version" in r.err
     assert len(blobs(vault)) == 1
+    assert_error(vault.run("rm", "gone"), 3, "'gone'")
     assert vault.ok("get", "kept").out == b"3"
 
 

@@ -129,7 +129,7 @@ def soft_delete(vault: Vault, name: str, keep_days: int = DEFAULT_KEEP_DAYS) -> 
         when = now()
         after = stamp(seconds_of(when) + keep_days * 86400)
         edits.set_deleted(index, name, when, after)
-        vault.store.commit(index, {}, vault.event(name, index.versions[name][-1].version))
+        vault.store.commit(index, {}, vault.event(name))
     return after
 
 

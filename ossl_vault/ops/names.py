@@ -32,11 +32,23 @@ GLOB = set("*?[")
 
 
 def matches(name: str, pattern: str) -> bool:
-    """A folder (``db`` or ``db/``: the name itself and everything under it) or a glob."""
+    """A folder (``db`` or ``db/``: the name itself and everything under it) or a glob.
+
+    As in a shell, ``*`` and ``?`` stay within one component; a ``**``
+    component matches any number of them.
+    """
     if GLOB & set(pattern):
-        return fnmatch.fnmatchcase(name, pattern)
+        return _glob(name.split("/"), pattern.split("/"))
     folder = pattern.rstrip("/")
     return name == folder or name.startswith(folder + "/") or not folder
+
+
+def _glob(parts: list[str], pats: list[str]) -> bool:
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_glob(parts[i:], pats[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pats[0]) and _glob(parts[1:], pats[1:])
 
 
 def select(names: list[str], pattern: str | None) -> list[str]:
