@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean deps
+.PHONY: demo test lint bench clean deps man
 
 # editable_mode=strict: a tree of symlinks on a plain sys.path entry, as fast to
 # start as a normal install; the default import hook costs every run 9 ms.
@@ -27,6 +27,18 @@ demo: $(STAMP)
 # System packages the tests need (openssl 3, coreutils); apt-get only when missing.
 deps:
 	bash scripts/install-test-deps
+
+# The man page and the completion scripts, from the click commands; committed, so that
+# a wheel built anywhere installs them (pyproject.toml data-files), and checked by
+# tests/test_shell.py to match the commands.
+SHARE := share
+man: $(STAMP)
+	mkdir -p $(SHARE)/man/man1 $(SHARE)/bash-completion/completions \
+	    $(SHARE)/zsh/site-functions $(SHARE)/fish/vendor_completions.d
+	$(PY) -m ossl_vault.cli.shell man > $(SHARE)/man/man1/ossl-vault.1
+	$(PY) -m ossl_vault.cli.shell bash > $(SHARE)/bash-completion/completions/ossl-vault
+	$(PY) -m ossl_vault.cli.shell zsh > $(SHARE)/zsh/site-functions/_ossl-vault
+	$(PY) -m ossl_vault.cli.shell fish > $(SHARE)/fish/vendor_completions.d/ossl-vault.fish
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ossl_vault tests bench

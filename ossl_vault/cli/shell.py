@@ -50,6 +50,14 @@ def _roff(text: str) -> str:
     return "\n".join(("\\&" + line) if line[:1] in ".'" else line for line in text.splitlines())
 
 
+def _paragraphs(text: str) -> str:
+    """A command's docstring as roff paragraphs (click keeps the docstring's indentation)."""
+    import inspect
+
+    blocks = [" ".join(b.split()) for b in inspect.cleandoc(text).split("\n\n") if b.strip()]
+    return "\n.PP\n".join(_roff(b) for b in blocks)
+
+
 def _walk(group: click.Group, ctx: click.Context) -> list[tuple[click.Context, click.Command]]:
     found = []
     for name in group.list_commands(ctx):
@@ -85,7 +93,7 @@ def man_page() -> str:
         ".SH SYNOPSIS",
         "\\fBossl\\-vault\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
         ".SH DESCRIPTION",
-        _roff(main_group.help or ""),
+        _paragraphs(main_group.help or ""),
         ".SH OPTIONS",
         *_options(root, main_group),
         ".SH COMMANDS",
@@ -94,7 +102,7 @@ def man_page() -> str:
         usage = " ".join(command.collect_usage_pieces(ctx))
         path = ctx.command_path.removeprefix(PROG + " ")
         lines += [".SS " + _roff(path), f"\\fBossl\\-vault {_roff(path)}\\fR {_roff(usage)}"]
-        lines += [".PP", _roff(command.help or "")]
+        lines += [".PP", _paragraphs(command.help or "")]
         lines += _options(ctx, command)
     lines += [".SH EXIT STATUS", *[f".TP\n{k}\n{_roff(v)}" for k, v in EXIT_CODES.items()]]
     lines += [
