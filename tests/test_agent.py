@@ -561,3 +561,19 @@ def test_a_missing_password_is_asked_for_at_a_terminal(
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, seen
     assert seen.endswith(b"G!"), seen
+
+
+def test_agent_start_and_stop_are_audited(
+    vault: VaultDir, keydir: Path, tmp_path: Path, agents: list[Agent]
+) -> None:
+    """System events (start-up, shutdown) are records of the vault the command names."""
+    n = len(vault.audit())
+    a = start(vault, tmp_path, agents, identity=keydir / "rsa.key")
+    vault.ok("agent", "stop", env=a.env, identity=None)
+    records = [(r[6], r[9], r[10]) for r in vault.audit()[n:]]
+    fpr = subprocess.run(
+        f"openssl pkey -in {keydir / 'rsa.key'} -pubout -outform DER | sha256sum",
+        shell=True, capture_output=True, text=True, check=True,
+    ).stdout[:16]  # fmt: skip
+    assert records == [("agent-start", fpr, "ok"), ("agent-stop", "-", "ok")]
+    vault.ok("audit", "verify")

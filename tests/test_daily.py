@@ -349,3 +349,39 @@ def test_file_modes_of_a_vault_after_the_daily_verbs(vault: VaultDir) -> None:
     vault.ok("cp", "a", "b")
     vault.ok("mv", "b", "c")
     assert stat.S_IMODE(os.stat(vault.path / "vault.tsv").st_mode) == 0o600
+
+
+# -- configuration changes and --json summaries -----------------------------------------
+
+
+def test_recipient_flags_change_is_audited(two: VaultDir) -> None:
+    n = len(two.audit())
+    two.ok("recipient", "set", "alice", "--no-default")
+    two.ok("put", "new", input=b"v")
+    assert rows(two)[0]["recipients"] == ["host"]
+    assert [(r[6], r[10]) for r in two.audit()[n : n + 1]] == [("recipient-set", "ok")]
+    assert two.audit()[n][11] != "-"  # a change: it carries the index hash
+    assert "already" in two.ok("recipient", "set", "alice", "--no-default").err
+    two.ok("recipient", "set", "alice", "--default")
+    two.ok("put", "new", input=b"w")
+    assert rows(two)[0]["recipients"] == ["alice", "host"]
+    assert_error(two.run("recipient", "set", "nobody", "--default"), 3, "'nobody'")
+    assert two.run("recipient", "set", "alice").rc == 2
+
+
+def test_json_summaries(vault: VaultDir, tmp_path: Path) -> None:
+    vault.ok("put", "a", input=b"v")
+    assert json.loads(vault.ok("fsck", "--json").out) == {"ok": True, "errors": 0, "problems": []}
+    verdict = json.loads(vault.ok("audit", "verify", "--json").out)
+    assert verdict["ok"] is True and verdict["records"] == len(vault.audit()) - 1  # not itself
+    env_file = tmp_path / "app.env"
+    env_file.write_text("A=1\nB=2\n")
+    out = vault.ok("import", "--env", str(env_file), "--dry-run", "--json").out
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"name": "A", "source": f"{env_file} line 1", "action": "new", "bytes": 1},
+        {"name": "B", "source": f"{env_file} line 2", "action": "new", "bytes": 1},
+    ]
+    blob = next((vault.path / "blobs").iterdir())
+    blob.write_bytes(b"\0" * 16)
+    r = vault.run("fsck", "--json")
+    assert r.rc == 5 and json.loads(r.out)["errors"] == 1

@@ -335,15 +335,15 @@ def test_env_bad_lines_atomic_and_not(vault: VaultDir, tmp_path: Path) -> None:
 def test_json_import(vault: VaultDir, tmp_path: Path) -> None:
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"app/key": "v1 ✓", "n": 5, "ok": "yes"}))
-    r = vault.run("import", "--json", str(f))
+    r = vault.run("import", "--json-file", str(f))
     assert r.rc == 2 and "[n]: value is a JSON int, not a string" in r.err
-    r = vault.run("import", "--json", str(f), "--no-atomic", "--prefix", "j/")
+    r = vault.run("import", "--json-file", str(f), "--no-atomic", "--prefix", "j/")
     assert r.rc == 2 and "imported 2 value(s)" in r.err
     assert vault.ok("get", "j/app/key").out == "v1 ✓".encode()
     f.write_text("[1, 2]")
-    r = vault.run("import", "--json", str(f))
+    r = vault.run("import", "--json-file", str(f))
     assert r.rc == 2 and "not a JSON object" in r.err
-    r = vault.run("import", "--json", str(f), "--env", str(f))
+    r = vault.run("import", "--json-file", str(f), "--env", str(f))
     assert r.rc == 2 and "exactly one of" in r.err
 
 

@@ -88,7 +88,21 @@ def agent_start(
         sys.stdout.flush()
         note(f"agent {pid} holds {held} identity(ies) at {path}")
 
+    # recorded before it starts, so that a vault whose log cannot take it refuses the agent
+    record_system_event(obj, [i.fingerprint for i in keyring.files])
     start(keyring, seconds, socket_path, foreground, announce)
+
+
+def record_system_event(obj: Context, fprs: list[str] | None = None) -> None:
+    """An agent's start and stop are system events: a record in the vault's audit log.
+
+    The agent serves any vault; the record goes to the one this command names
+    (--vault, $OSSL_VAULT_DIR, the default), when it exists. An agent that
+    ends because its --ttl passed writes none.
+    """
+    vault = obj.vault()
+    if vault.store.exists():
+        vault.store.log(vault.event(keys=fprs or []))
 
 
 def recovery_identity(obj: Context, share_files: tuple[str, ...]) -> Identity:
@@ -126,7 +140,8 @@ def agent_call(path: str, op: str) -> dict[str, object]:
 
 @agent.command("stop", epilog=EPILOG)
 @click.option("--socket", "socket_path", metavar="PATH", help="Default: $OSSL_VAULT_AGENT.")
-def agent_stop(socket_path: str | None) -> None:
+@pass_ctx
+def agent_stop(obj: Context, socket_path: str | None) -> None:
     """Make the agent zero what it holds and exit; prints 'unset' lines for eval."""
     import time
 
@@ -138,6 +153,7 @@ def agent_stop(socket_path: str | None) -> None:
         time.sleep(0.01)
     click.echo(f"unset {AGENT_ENV} {AGENT_ENV}_PID;")
     note(f"agent {result.get('stopped')} stopped")
+    record_system_event(obj)
 
 
 @agent.command("status", epilog=EPILOG)

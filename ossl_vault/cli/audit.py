@@ -43,6 +43,10 @@ def audit_cmd(
         index_bytes = vault.store.index_path.read_bytes()
         check = audit.signature_checker(vault.store.read_index())
         verdict = audit.verify(log, index_bytes, check)
+        if as_json:
+            click.echo(json.dumps({"ok": not verdict.problems, "records": verdict.records,
+                                   "checkpoint": verdict.checkpoint or None,
+                                   "problems": verdict.problems}))  # fmt: skip
         if verdict.problems:
             raise IntegrityError(
                 verdict.problems[0], hint="the log or the vault was changed outside ossl-vault"

@@ -371,16 +371,27 @@ def rotate(
 
 
 @main_group.command(epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="The findings as one JSON object.")
 @reader_options
 @pass_ctx
 def fsck(
-    obj: Context, passphrase_file: str | None, ask_passphrase: bool, password_file: str | None
+    obj: Context,
+    as_json: bool,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_file: str | None,
 ) -> None:
     """Check every record's integrity without printing any value."""
     problems = obj.vault().fsck(obj.identities(passphrase_file, ask_passphrase))
-    for level, message in problems:
-        click.echo(f"{level}: {message}", err=True)
     errors = sum(1 for level, _ in problems if level == "error")
+    if as_json:
+        import json
+
+        found = [{"level": level, "message": message} for level, message in problems]
+        click.echo(json.dumps({"ok": not errors, "errors": errors, "problems": found}))
+    else:
+        for level, message in problems:
+            click.echo(f"{level}: {message}", err=True)
     if errors:
         raise IntegrityError(f"{errors} record(s) failed the check")
     note("vault is consistent")

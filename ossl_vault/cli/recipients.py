@@ -11,6 +11,7 @@ import click
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    complete_recipients,
     note,
     pass_ctx,
     password_source,
@@ -77,6 +78,18 @@ def recipient_add(
         added = [sharing.add_passphrase(vault, name, secret, default)]
     for r in added:
         note(f"added recipient {r.name!r} ({r.kind}, {r.fingerprint[:16]})")
+
+
+@recipient.command("set", epilog=EPILOG)
+@click.argument("name", shell_complete=complete_recipients)
+@click.option("--default/--no-default", "default", required=True,
+              help="Whether new secrets are shared with it.")  # fmt: skip
+@pass_ctx
+def recipient_set(obj: Context, name: str, default: bool) -> None:
+    """Change a recipient's flags (recorded in the audit log as a configuration change)."""
+    changed = sharing.set_default(obj.vault(), name, default)
+    state = "default" if default else "not default"
+    note(f"recipient {name!r} is {'now' if changed else 'already'} {state}")
 
 
 @recipient.command("list", epilog=EPILOG)

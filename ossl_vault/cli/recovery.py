@@ -372,8 +372,9 @@ def rotate(
 
 
 @recovery_group.command("status", epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_ctx
-def status(obj: Context) -> None:
+def status(obj: Context, as_json: bool) -> None:
     """Show the recovery key's check value and the secrets it does not open."""
     index = obj.vault().store.read_index()
     r = recovery.find(index)
@@ -381,6 +382,13 @@ def status(obj: Context) -> None:
         raise NotFoundError("this vault has no recovery key", hint="ossl-vault recovery split")
     missing = recovery.uncovered(index, r)
     total = len(index.versions)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"recipient": r.name, "key_check": r.fingerprint, "added": r.added,
+                               "secrets": total, "covered": total - len(missing),
+                               "not_covered": missing}))  # fmt: skip
+        return
     click.echo(f"recipient: {r.name}\nkey-check: {r.fingerprint}\nadded: {r.added}")
     click.echo(f"secrets: {total - len(missing)} of {total} readable with it")
     click.echo("".join(f"not covered: {n}\n" for n in missing), nl=False)

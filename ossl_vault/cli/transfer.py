@@ -7,6 +7,7 @@ way the exit code says that some entries were bad.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -144,17 +145,21 @@ def _read_input(path: str, what: str) -> bytes:
         raise UsageError(f"cannot read {path!r}: {e.strerror}") from None
 
 
-def _summary(vault: Vault, entries: list[Entry]) -> str:
-    """The table: NAME, SOURCE, ACTION (new, update or error), BYTES."""
-    from tabulate import tabulate
-
+def _summary(vault: Vault, entries: list[Entry], as_json: bool) -> str:
+    """The table (NAME, SOURCE, ACTION: new, update or error, BYTES), or JSON lines."""
     existing = set(vault.store.read_index().versions)
     rows = []
     for e in entries:
         action = "error" if e.error else ("update" if e.name in existing else "new")
-        rows.append([e.name, e.source, action, "-" if e.error else str(len(e.value))])
+        rows.append([e.name, e.source, action, None if e.error else len(e.value)])
         existing.add(e.name)  # a later version of the same secret updates it
-    return tabulate(rows, ["NAME", "SOURCE", "ACTION", "BYTES"], disable_numparse=True)
+    if as_json:
+        keys = ("name", "source", "action", "bytes")
+        return "\n".join(json.dumps(dict(zip(keys, row, strict=True))) for row in rows)
+    from tabulate import tabulate
+
+    table = [[*row[:3], "-" if row[3] is None else str(row[3])] for row in rows]
+    return tabulate(table, ["NAME", "SOURCE", "ACTION", "BYTES"], disable_numparse=True)
 
 
 def _error_class(bad: list[Entry]) -> type[VaultError]:
@@ -170,7 +175,8 @@ def _error_class(bad: list[Entry]) -> type[VaultError]:
 @click.option("--cms", metavar="FILE", help="A CMS file made by 'export --to' or 'openssl cms'.")
 @click.option("--pass", "pass_dir", metavar="DIR", help="A pass password store (gpg).")
 @click.option("--env", "env_file", metavar="FILE", help="A .env file of KEY=VALUE lines.")
-@click.option("--json", "json_file", metavar="FILE", help="A JSON object of name -> string.")
+@click.option("--json-file", metavar="FILE", help="A JSON object of name -> string.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON lines.")
 @click.option("--name", metavar="NAME", help="The secret name of a CMS file holding one value.")
 @click.option("--prefix", default="", metavar="PREFIX", help="Put every name under PREFIX "
               "(e.g. 'prod/').")  # fmt: skip
@@ -189,6 +195,7 @@ def import_(
     pass_dir: str | None,
     env_file: str | None,
     json_file: str | None,
+    as_json: bool,
     name: str | None,
     prefix: str,
     to: tuple[str, ...],
@@ -203,7 +210,7 @@ def import_(
     """Import secrets from a bundle, a CMS file, a pass store, a .env or a JSON file."""
     given = [x for x in (bundle, cms, pass_dir, env_file, json_file) if x is not None]
     if len(given) != 1:
-        raise UsageError("give exactly one of --bundle, --cms, --pass, --env, --json")
+        raise UsageError("give exactly one of --bundle, --cms, --pass, --env, --json-file")
     if name is not None and cms is None:
         raise UsageError("--name applies to --cms only")
     if audit_out is not None and bundle is None:
@@ -230,18 +237,18 @@ def import_(
         assert json_file is not None
         entries = transfer_formats.read_json(_read_input(json_file, "JSON file"), json_file,
                                              prefix)  # fmt: skip
-    _finish(obj, vault, entries, trail, split_names(to), dry_run, atomic, audit_out)
+    _finish(obj, vault, entries, trail, split_names(to), dry_run, atomic, audit_out, as_json)
 
 
 def _finish(obj: Context, vault: Vault, entries: list[Entry], trail: list[str],
-            to: list[str] | None, dry_run: bool, atomic: bool, audit_out: str | None
-            ) -> None:  # fmt: skip
+            to: list[str] | None, dry_run: bool, atomic: bool, audit_out: str | None,
+            as_json: bool = False) -> None:  # fmt: skip
     """Report, store (unless dry or refused) and exit with the right code."""
     bad = [e for e in entries if e.error is not None]
     good = [e for e in entries if e.error is None]
     if not entries:
         raise UsageError("nothing to import: the source holds no entries")
-    click.echo(_summary(vault, entries))
+    click.echo(_summary(vault, entries, as_json))
     for e in bad:
         assert e.error is not None
         click.echo(f"ossl-vault: error: {e.error.message}", err=True)

@@ -33,6 +33,23 @@ def add_recipient(
     return r
 
 
+def set_default(vault: Vault, name: str, default: bool) -> bool:
+    """Flag a recipient ``default`` (new secrets are shared with it) or not; a config change.
+
+    Returns whether anything changed; the change is an audit record either way.
+    """
+    with vault.store.locked():
+        index = vault.store.read_index()
+        r = index.recipients.get(name)
+        if r is None:
+            raise NotFoundError(f"no recipient {name!r}")
+        if r.kind == "recovery" and not default:
+            raise UsageError("the recovery key opens every secret: it stays default")
+        index.recipients[name] = replace(r, default=default)
+        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
+    return r.default != default
+
+
 def add_passphrase(vault: Vault, name: str, passphrase: bytes, default: bool = True) -> Recipient:
     """Add a passphrase recipient: an X25519 key kept encrypted by the passphrase."""
     check_recipient_name(name)
