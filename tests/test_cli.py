@@ -233,7 +233,8 @@ def test_list_table_and_json(vault: VaultDir, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in vault.ok("list", "--json").out.splitlines()]
     assert [r["name"] for r in rows] == ["a-one", "b/two", "c"]
     fields = {"name", "version", "versions", "recipients", "password", "created", "updated",
-              "exposed", "needs_rotation", "ever"}  # fmt: skip
+              "exposed", "needs_rotation", "ever", "meta", "expires", "deleted",
+              "purge_after"}  # fmt: skip
     for r in rows:
         assert set(r) == fields
         assert r["recipients"] == ["host"]
