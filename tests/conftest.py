@@ -149,6 +149,19 @@ def no_python_path(tmp_path: Path) -> Iterator[str]:
     yield str(d)
 
 
+def read_until_closed(fd: int, seen: bytes = b"") -> bytes:
+    """Everything a child writes to the terminal ``fd`` (a pty) until it closes it."""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 def assert_error(r: Result, code: int, *words: str) -> str:
     """DESIGN.md promise 6: exit ``code``, one ``ossl-vault: error: ...`` line
     (lowercase, no trailing period), maybe one ``hint:`` line, nothing on stdout."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CLI, Result, VaultDir
+from conftest import CLI, Result, VaultDir, read_until_closed
 
 PASSPHRASE = "correct horse agent staple"
 # A client run as another uid: perl-base is Essential in Debian, the venv's
@@ -549,14 +549,7 @@ def test_a_missing_password_is_asked_for_at_a_terminal(
         assert time.monotonic() < deadline, seen
         seen += os.read(fd, 4096)
     os.write(fd, b"guard pw\n")
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_until_closed(fd, seen)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, seen

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, VaultDir
+from conftest import CLI, ROOT, VaultDir, read_until_closed
 
 SHARE = ROOT / "share"
 GENERATED = {
@@ -116,15 +116,7 @@ def on_terminal(
     p = subprocess.Popen(cmd, stdout=secondary, stderr=subprocess.DEVNULL,
                          stdin=subprocess.DEVNULL, env={**vault.env, **(env or {})})  # fmt: skip
     os.close(secondary)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_until_closed(primary)
     os.close(primary)
     return p.wait(timeout=60), out
 

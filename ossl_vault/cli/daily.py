@@ -7,6 +7,8 @@ Registered lazily by :mod:`ossl_vault.cli.main`; the logic is in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -157,23 +159,20 @@ def show(obj: Context, name: str, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+def two_names(f: Callable[..., Any]) -> Callable[..., Any]:
+    """OLD NEW, --force and the reader options: what mv and cp take."""
+    f = reader_options(f)
+    f = click.option("--force", is_flag=True,
+                     help="Replace NEW if it exists (destroying its versions).")(f)  # fmt: skip
+    f = click.argument("new")(f)
+    return click.argument("old", shell_complete=complete_secret)(f)
+
+
 @click.command(epilog=EPILOG)
-@click.argument("old", shell_complete=complete_secret)
-@click.argument("new")
-@click.option(
-    "--force", is_flag=True, help="Replace NEW if it exists (its versions are destroyed)."
-)
-@reader_options
+@two_names
 @pass_ctx
-def mv(
-    obj: Context,
-    old: str,
-    new: str,
-    force: bool,
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
+def mv(obj: Context, old: str, new: str, force: bool, passphrase_file: str | None,
+       ask_passphrase: bool, password_file: str | None) -> None:  # fmt: skip
     """Rename secret OLD to NEW, with its versions, ledger, metadata and expiry."""
     ids = obj.identities(passphrase_file, ask_passphrase)
     number = names.move(obj.vault(), old, new, ids, force)
@@ -181,22 +180,10 @@ def mv(
 
 
 @click.command(epilog=EPILOG)
-@click.argument("old", shell_complete=complete_secret)
-@click.argument("new")
-@click.option(
-    "--force", is_flag=True, help="Replace NEW if it exists (its versions are destroyed)."
-)
-@reader_options
+@two_names
 @pass_ctx
-def cp(
-    obj: Context,
-    old: str,
-    new: str,
-    force: bool,
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
+def cp(obj: Context, old: str, new: str, force: bool, passphrase_file: str | None,
+       ask_passphrase: bool, password_file: str | None) -> None:  # fmt: skip
     """Copy the value of OLD to a new secret NEW, under a fresh data key."""
     ids = obj.identities(passphrase_file, ask_passphrase)
     number = names.copy(obj.vault(), old, new, ids, password_source(password_file), force)
