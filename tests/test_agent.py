@@ -570,3 +570,36 @@ def test_agent_start_and_stop_are_audited(
     ).stdout[:16]  # fmt: skip
     assert records == [("agent-start", fpr, "ok"), ("agent-stop", "-", "ok")]
     vault.ok("audit", "verify")
+
+
+def test_the_fast_path_refuses_a_binary_value_on_a_terminal(
+    vault: VaultDir, keydir: Path, tmp_path: Path, agents: list[Agent]
+) -> None:
+    import pty
+
+    vault.ok("put", "bin", input=b"\x1b]0;owned\x07")
+    a = start(vault, tmp_path, agents, identity=keydir / "rsa.key")
+    primary, secondary = pty.openpty()
+    p = subprocess.Popen([*CLI, "--vault", str(vault.path), "get", "bin"], stdout=secondary,
+                         stderr=subprocess.PIPE, env=a.env)  # fmt: skip
+    os.close(secondary)
+    shown = read_until_closed(primary)
+    os.close(primary)
+    assert p.wait(timeout=60) == 2 and b"owned" not in shown
+    assert b"binary data" in p.stderr.read()  # type: ignore[union-attr]
+    assert vault.run("get", "bin", env=a.env, identity=None).out == b"\x1b]0;owned\x07"
+
+
+def test_an_expired_secret_warns_through_the_agent_too(
+    vault: VaultDir, keydir: Path, tmp_path: Path, agents: list[Agent]
+) -> None:
+    from test_daily import expire_by_hand
+
+    vault.ok("put", "db", "--expires", "30d", input=b"v")
+    expire_by_hand(vault, "db")
+    a = start(vault, tmp_path, agents, identity=keydir / "rsa.key")
+    r, modules = imported(vault, a.env, "--vault", str(vault.path), "get", "db")
+    assert (r.rc, r.out) == (0, b"v") and "click" not in modules  # the fast path
+    assert "warning: secret 'db' expired on 2001-01-01T00:00:00Z" in r.err
+    r = vault.run("get", "db", "--strict", env=a.env, identity=None)
+    assert r.rc == 3 and "expired" in r.err

@@ -14,7 +14,7 @@ from ossl_vault.agent.keyring import Keyring
 from ossl_vault.agent.protocol import Fields
 from ossl_vault.errors import UsageError, VaultError
 from ossl_vault.format.fields import b64
-from ossl_vault.ops.vault import Vault
+from ossl_vault.ops.vault import Vault, expiry
 
 
 class Operations:
@@ -75,7 +75,11 @@ class Operations:
         if forwarded is not None:
             return forwarded
         value = self.keyring.get(vault, fields["name"], number, fields.get("password_b64"))
-        return {"value_b64": b64(value)}
+        result: dict[str, object] = {"value_b64": b64(value)}
+        expired = expiry(self.keyring.index(vault), fields["name"])
+        if expired:  # it still reads; the client warns (format.md 2.7)
+            result["expired"] = expired
+        return result
 
     def op_put(self, vault: Vault, fields: Fields) -> dict[str, object]:
         to = fields.get("to") or None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
 from ossl_vault.storage import paths
 
 _GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
@@ -88,6 +89,13 @@ def agent_get(path: str, argv: list[str]) -> None:
         value = client.value_of(result)
         if value is None:
             return  # garbled: the CLI reads it itself
+        if isinstance(result.get("expired"), str):
+            sys.stderr.write(f"ossl-vault: warning: secret {wanted[1]!r} expired on "
+                             f"{result['expired']}\n")  # fmt: skip
+        if sys.stdout.isatty() and binary(value):
+            refusal = binary_refusal(wanted[1])
+            sys.stderr.write(f"ossl-vault: error: {refusal}\nhint: {BINARY_HINT}\n")
+            sys.exit(2)
         try:
             sys.stdout.buffer.write(value)
             sys.stdout.flush()

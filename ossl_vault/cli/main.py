@@ -31,6 +31,7 @@ from ossl_vault.cli.common import (
     warn,
     with_quiet,
 )
+from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
 from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
 from ossl_vault.keys import loader
 from ossl_vault.ops import sources
@@ -246,16 +247,22 @@ def get(
     if clip and out is not None:
         raise click.UsageError("--clip and --out do not go together")
     value = None
-    check_expiry(obj, name, strict)  # expiry is in the index: before any read
+    expired = None
     if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
         from ossl_vault.cli.scripts import get_via_agent
+        from ossl_vault.ops.vault import expiry
 
+        # the agent does not judge expiry: the index tells, before anything is read
+        expired = expiry(obj.vault().store.read_index(), name, strict)
         value = get_via_agent(obj.vault_dir, name, number, password_file)
     if value is None:  # no agent, or it holds no key for this: read it here
         ids = obj.identities(passphrase_file, ask_passphrase)
         vault = obj.vault()
-        value = vault.get(name, ids, number, password_source(password_file))
+        value = vault.get(name, ids, number, password_source(password_file), strict)
+        expired = vault.expired
         obj.log_read([vault.opened_with] if vault.opened_with else [])
+    if expired:
+        warn(f"secret {name!r} expired on {expired}")
     if field is not None:
         from ossl_vault.ops.documents import field_of
 
@@ -268,38 +275,9 @@ def get(
         sources.write_out(out, value)
     else:
         if not force and sys.stdout.isatty() and binary(value):
-            raise UsageError(
-                f"secret {name!r} holds binary data: not written to a terminal",
-                hint="use --out FILE, a pipe, or --force",
-            )
+            raise UsageError(binary_refusal(name), hint=BINARY_HINT)
         sys.stdout.buffer.write(value)
         sys.stdout.flush()
-
-
-def binary(value: bytes) -> bool:
-    """Bytes a terminal would garble (or act on): not UTF-8, or control characters."""
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in text)
-
-
-def check_expiry(obj: Context, name: str, strict: bool) -> None:
-    """Warn on stderr when NAME has expired; with ``strict``, refuse it (exit 3)."""
-    try:
-        index = obj.vault().store.read_index()
-    except VaultError:
-        return  # the read itself reports it
-    if name not in index.state:
-        return  # most secrets: no import on the read path
-    from ossl_vault.ops import lifecycle
-
-    if strict:
-        lifecycle.require_unexpired(index, name)
-    message = lifecycle.expired_warning(index, name)
-    if message:
-        warn(message)
 
 
 @main_group.command(epilog=EPILOG)

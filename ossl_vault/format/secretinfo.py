@@ -7,7 +7,9 @@ what someone who can write the vault can do with them.
 
 from __future__ import annotations
 
+import calendar
 import re
+import time
 from dataclasses import dataclass
 
 from ossl_vault.errors import FormatError
@@ -33,6 +35,17 @@ class State:
     @property
     def empty(self) -> bool:
         return self.expires is None and self.deleted is None
+
+    def expired(self, clock: float | None = None) -> bool:
+        """Whether EXPIRES has passed (at ``clock``, a Unix time; default now)."""
+        if self.expires is None:
+            return False
+        return seconds_of(self.expires) <= (time.time() if clock is None else clock)
+
+
+def seconds_of(when: str) -> int:
+    """The Unix time of a time as format.md spells it."""
+    return calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def parse_meta(f: list[str]) -> tuple[str, str, str]:

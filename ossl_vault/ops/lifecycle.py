@@ -9,15 +9,14 @@ mark, expiry and destruction is an audit record (format.md 2.6, 2.7, 7).
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 
-from ossl_vault.errors import Expired, UsageError
+from ossl_vault.errors import UsageError
 from ossl_vault.format.fields import TIME, check_name
 from ossl_vault.format.records import Index
 from ossl_vault.format.seal import exposure, now
-from ossl_vault.format.secretinfo import MAX_META, META_KEY, State
+from ossl_vault.format.secretinfo import MAX_META, META_KEY, State, seconds_of
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault, deleted_names
 from ossl_vault.storage.audit import Event
@@ -32,11 +31,6 @@ WHEN_HINT = "give a span (90d, 12h, 2w), a date (2027-01-31) or a UTC time (2027
 def stamp(seconds: float) -> str:
     """A Unix time as format.md spells times."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def seconds_of(when: str) -> int:
-    """The Unix time of a format.md time."""
-    return calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def span_seconds(text: str, what: str) -> int:
@@ -86,12 +80,6 @@ def parse_meta(pairs: tuple[str, ...] | list[str]) -> dict[str, str | None]:
             raise UsageError(f"metadata {key!r} holds a control character")
         out[key] = text or None
     return out
-
-
-def is_expired(state: State | None, clock: float | None = None) -> bool:
-    if state is None or state.expires is None:
-        return False
-    return seconds_of(state.expires) <= (time.time() if clock is None else clock)
 
 
 def expiring(rows: list[dict[str, object]], within: str) -> list[dict[str, object]]:
@@ -187,7 +175,7 @@ def show(vault: Vault, name: str) -> dict[str, object]:
         "name": name,
         "meta": index.meta.get(name, {}),
         "expires": state.expires,
-        "expired": is_expired(state),
+        "expired": state.expired(),
         "deleted": state.deleted,
         "purge_after": state.purge_after,
         "recipients": list(newest.recipients),
@@ -204,19 +192,3 @@ def show(vault: Vault, name: str) -> dict[str, object]:
             for v in versions
         ],
     }
-
-
-def expired_warning(index: Index, name: str) -> str | None:
-    """The warning a read of an expired secret prints, or None."""
-    state = index.state.get(name)
-    if is_expired(state):
-        assert state is not None
-        return f"secret {name!r} expired on {state.expires}"
-    return None
-
-
-def require_unexpired(index: Index, name: str) -> None:
-    """``get --strict``: an expired secret is refused (exit 3, as if it were gone)."""
-    message = expired_warning(index, name)
-    if message:
-        raise Expired(message, hint="store a new value with 'ossl-vault put' and a new --expires")

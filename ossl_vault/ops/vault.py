@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from ossl_vault.errors import (
     AccessDenied,
+    Expired,
     IntegrityError,
     NotFoundError,
     UsageError,
@@ -49,6 +50,7 @@ class Vault:
         self.store = Store(path, lock_timeout, op)
         self.opened_with: str | None = None  # the key fingerprint of the last wrap opened
         self.opened_version: int | None = None
+        self.expired: str | None = None  # the expiry of the last secret read, if passed
 
     # -- set-up and recipients -------------------------------------------------
 
@@ -180,10 +182,16 @@ class Vault:
         ids: Identities,
         number: int | None = None,
         password: PasswordSource | None = None,
+        strict: bool = False,
     ) -> bytes:
-        """Decrypt a version after checking its integrity; the exact stored bytes."""
+        """Decrypt a version after checking its integrity; the exact stored bytes.
+
+        An expired secret reads, and ``expired`` says since when; with
+        ``strict`` it is refused (:class:`Expired`, exit 3) before anything opens.
+        """
         index = self.store.read_index()
         v = self.readable(name, number, index)
+        self.expired = expiry(index, name, strict)
         self.opened_version = v.version
         dk, ct = self.open(index, v, ids)
         return decrypt(v, dk, ct, password)
@@ -338,3 +346,16 @@ def refuse_deleted(index: Index, name: str, error: type[VaultError] = UsageError
             hint=f"'ossl-vault undelete {name}' brings it back; 'ossl-vault purge {name}' "
             "destroys it",
         )
+
+
+def expiry(index: Index, name: str, strict: bool = False) -> str | None:
+    """When ``name`` expired, if it has; ``strict`` refuses it (exit 3, as if gone)."""
+    state = index.state.get(name)
+    if state is None or not state.expired():
+        return None
+    if strict:
+        raise Expired(
+            f"secret {name!r} expired on {state.expires}",
+            hint="store a new value with 'ossl-vault put' and a new --expires",
+        )
+    return state.expires
