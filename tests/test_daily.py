@@ -381,6 +381,10 @@ def test_json_summaries(vault: VaultDir, tmp_path: Path) -> None:
         {"name": "A", "source": f"{env_file} line 1", "action": "new", "bytes": 1},
         {"name": "B", "source": f"{env_file} line 2", "action": "new", "bytes": 1},
     ]
+    vault.ok("recovery", "split", "--shares", "2", "--threshold", "2")
+    status = json.loads(vault.ok("recovery", "status", "--json").out)
+    assert (status["secrets"], status["covered"], status["not_covered"]) == (1, 1, [])
+    assert status["recipient"] == "recovery" and len(status["key_check"]) == 64
     blob = next((vault.path / "blobs").iterdir())
     blob.write_bytes(b"\0" * 16)
     r = vault.run("fsck", "--json")

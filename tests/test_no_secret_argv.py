@@ -190,6 +190,17 @@ def test_no_secret_reaches_openssl_argv_or_env(
     v.ok("fsck", "--passphrase-file", pp_file, identity=None)
     v.ok("list", "--json")
     v.ok("recipient", "list")
+    # the daily verbs: a copy under a fresh key (with its password), a move, an edit
+    v.ok("cp", "app/db", "copy/db", "--password-file", pw_file)
+    v.ok("mv", "copy/db", "moved/db")
+    assert v.ok("get", "moved/db", "--password-file", pw_file).out == expect("app/db")
+    edited = b"edited value, long enough to be searched for"
+    editor = tmp_path / "editor"
+    editor.write_text(f"#!/bin/sh\nprintf '%s' '{edited.decode()}' > \"$1\"\n")
+    editor.chmod(0o700)
+    v.ok("edit", "app/token", env={"EDITOR": str(editor)})
+    values["app/token"].append(edited)
+    assert v.ok("get", "app/token").out == edited
 
     # What must never be seen: values, passphrase, password, and every key.
     forbidden: dict[str, bytes] = {"passphrase": passphrase, "password": password}

@@ -74,6 +74,7 @@ def test_bash_completion_of_commands_options_and_names(
     assert complete(envvar, on_path, "show", "web") == ["web/token"]
     vault.ok("rm", "web/token")  # deleted secrets are not offered
     assert complete(envvar, on_path, "show", "web") == []
+    assert complete(envvar, on_path, "undelete", "") == ["web/token"]
     assert complete(env, on_path, "--vault", str(vault.path / "nowhere"), "get", "") == []
 
 

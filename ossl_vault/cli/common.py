@@ -78,7 +78,7 @@ def with_quiet(command: click.Command) -> click.Command:
     return command
 
 
-def _names_of(ctx: click.Context, recipients: bool) -> list[str]:
+def _names_of(ctx: click.Context, recipients: bool, deleted: bool = False) -> list[str]:
     """Names from the vault the command line names, for shell completion; [] on any error."""
     root = ctx.find_root()
     path = root.params.get("vault") or os.environ.get("OSSL_VAULT_DIR")
@@ -93,12 +93,17 @@ def _names_of(ctx: click.Context, recipients: bool) -> list[str]:
     if recipients:
         return sorted(index.recipients)
     gone = {n for n, s in index.state.items() if s.deleted}
-    return sorted(n for n in index.versions if n not in gone)
+    return sorted(n for n in index.versions if (n in gone) == deleted)
 
 
 def complete_secret(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """shell_complete: the vault's secret names starting with what was typed."""
     return [n for n in _names_of(ctx, False) if n.startswith(incomplete)]
+
+
+def complete_deleted(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """shell_complete: the names of secrets marked deleted (undelete, purge)."""
+    return [n for n in _names_of(ctx, False, True) if n.startswith(incomplete)]
 
 
 def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

@@ -15,6 +15,7 @@ import click
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    complete_deleted,
     complete_secret,
     note,
     paint,
@@ -191,7 +192,7 @@ def cp(obj: Context, old: str, new: str, force: bool, passphrase_file: str | Non
 
 
 @click.command(epilog=EPILOG)
-@click.argument("name")
+@click.argument("name", shell_complete=complete_deleted)
 @pass_ctx
 def undelete(obj: Context, name: str) -> None:
     """Bring back a secret that 'rm' marked deleted."""
@@ -200,7 +201,7 @@ def undelete(obj: Context, name: str) -> None:
 
 
 @click.command(epilog=EPILOG)
-@click.argument("names_", nargs=-1, metavar="[NAME]...")
+@click.argument("names_", nargs=-1, metavar="[NAME]...", shell_complete=complete_deleted)
 @click.option("--due", is_flag=True, help="Also every deleted secret whose time to keep is over.")
 @pass_ctx
 def purge(obj: Context, names_: tuple[str, ...], due: bool) -> None:
