@@ -65,7 +65,9 @@ def test_mv_onto_an_existing_name_refuses_unless_forced(vault: VaultDir) -> None
     assert_error(vault.run("mv", "nothing", "c"), 3, "'nothing'")
     assert_error(vault.run("mv", "a", "bad//name"), 2, "'bad//name'")
     assert vault.snapshot() == before
+    n = len(vault.audit())
     vault.ok("mv", "a", "b", "--force")
+    assert [o[:2] for o in ops(vault, n)][:3] == [("purge", "b"), ("mv", "a"), ("mv", "b")]
     assert vault.ok("get", "b").out == b"A"
     assert [r["name"] for r in rows(vault)] == ["b"]
     assert len(blob_names(vault)) == 1  # b's old ciphertext is gone

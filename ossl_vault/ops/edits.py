@@ -136,7 +136,11 @@ def set_info(
     old = index.state.get(name, State(name))
     if old.expires == expires:
         return False
-    index.state[name] = replace(old, expires=expires or None)
+    new = replace(old, expires=expires or None)
+    if new.empty:
+        index.state.pop(name, None)
+    else:
+        index.state[name] = new
     return True
 
 

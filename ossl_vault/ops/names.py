@@ -27,6 +27,7 @@ from ossl_vault.format.seal import (
 from ossl_vault.openssl import crypto
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault, deleted_names, refuse_deleted
+from ossl_vault.storage.audit import Event
 
 GLOB = set("*?[")
 
@@ -129,13 +130,18 @@ def move(vault: Vault, old: str, new: str, ids: Identities, force: bool = False)
             raise VaultError(f"secret {old!r} changed while it was moved", hint="retry")
         refuse_deleted(index2, old)
         _check_target(index2, old, new, force)
-        edits.drop(index2, new)
+        replaced = _replace(index2, new)
         _rename(index2, old, new, keys)
         newest = index2.versions[new][-1]
         fprs = [w.fingerprint for w in index2.wraps[(new, newest.version)]]
-        events = [vault.event(old), vault.event(new, newest.version, fprs)]
+        events = [*replaced, vault.event(old), vault.event(new, newest.version, fprs)]
         vault.store.commit(index2, {}, events)
     return newest.version
+
+
+def _replace(index: Index, name: str) -> list[Event]:
+    """``--force``: destroy what stood at ``name``; its own ``purge`` record, if anything."""
+    return [Event("purge", name)] if edits.drop(index, name) else []
 
 
 def _rename(index: Index, old: str, new: str, keys: dict[int, tuple[bytes, bytes]]) -> None:
@@ -185,7 +191,7 @@ def copy(
         if vault.version(old, None, index) != v:
             raise VaultError(f"secret {old!r} changed while it was copied", hint="retry")
         _check_target(index, old, new, force)
-        edits.drop(index, new)
+        replaced = _replace(index, new)
         number = edits.add_version(index, new, sealed)
         seen = exposure(index.ledger.get(old, [])) | set(v.recipients)
         index.ledger[new] = [Ledger(new, number, "new", tuple(sorted(seen)))]
@@ -196,6 +202,6 @@ def copy(
         if old in index.state and index.state[old].expires:
             index.state[new] = replace(index.state[old], name=new, deleted=None, purge_after=None)
         fprs = [w.fingerprint for w in sealed.wraps]
-        events = [vault.event(old, v.version), vault.event(new, number, fprs)]
+        events = [*replaced, vault.event(old, v.version), vault.event(new, number, fprs)]
         vault.store.commit(index, {sealed.version.blob: sealed.ct}, events)
     return number
