@@ -7,7 +7,6 @@ what someone who can write the vault can do with them.
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ class State:
 
 def seconds_of(when: str) -> int:
     """The Unix time of a time as format.md spells it."""
+    import calendar  # here: only a secret with a state line pays for it on the read path
+
     return calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ"))
 
 
