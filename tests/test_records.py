@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ossl_vault.errors import FormatError, IntegrityError
 from ossl_vault.format import fields, records
 from ossl_vault.format.records import Index, Ledger, Password, Recipient, Version, Wrap
+from ossl_vault.format.secretinfo import State
 
 # -- a real vault.tsv, made once per module through the CLI -----------------------
 
@@ -72,6 +73,7 @@ _secret_names = st.lists(_components, min_size=1, max_size=3).map("/".join)
 _times = st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", fullmatch=True)
 _hex64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 _some = st.binary(min_size=1, max_size=80)
+_meta_keys = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,31}", fullmatch=True)
 
 
 ITER_MAX = 10_000_000  # format.md 2: iteration counts are bounded
@@ -147,6 +149,15 @@ def indexes(draw: st.DrawFn, pool: list[Recipient]) -> Index:
                 draw(_wrap(secret, number, r, index.recipients[r].fingerprint)) for r in readers
             ]
             index.ledger.setdefault(secret, []).append(Ledger(secret, number, "new", readers))
+        # format.md 2.6, 2.7: metadata (any UTF-8 text) and state, per secret
+        keys = draw(st.lists(_meta_keys, max_size=3, unique=True))
+        texts = st.text(min_size=1, max_size=40).filter(lambda t: len(t.encode()) <= 1024)
+        if keys:
+            index.meta[secret] = {k: draw(texts) for k in keys}
+        expires, deleted = draw(st.none() | _times), draw(st.none() | _times)
+        if expires or deleted:
+            purge = draw(_times) if deleted else None
+            index.state[secret] = State(secret, expires, deleted, purge)
     return index
 
 
