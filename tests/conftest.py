@@ -96,10 +96,41 @@ class VaultDir:
             if p.is_file() and p.name not in NOT_DATA
         }
 
+    def record_files(self) -> list[Path]:
+        return record_files(self.path)
+
+    def secret_file(self, name: str) -> Path:
+        """Where a secret's records are: its own file (format 2) or vault.tsv."""
+        if (self.path / "vault.tsv").exists():
+            return self.path / "vault.tsv"
+        return self.path / "secrets" / f"{name}.tsv"
+
+    def tsv(self) -> str:
+        """Every record as one format-1 vault.tsv text (header, sorted lines), any format."""
+        return records_text(self.path)
+
     def audit(self) -> list[list[str]]:
         """The audit records, as field lists."""
         lines = (self.path / "audit.log").read_text().splitlines()[1:]
         return [line.split("\t") for line in lines]
+
+
+def record_files(vault: Path) -> list[Path]:
+    """The files holding a vault's records: vault.tsv (format 1), or recipients.tsv and
+    each secret's file (format 2)."""
+    if (vault / "vault.tsv").exists():
+        return [vault / "vault.tsv"]
+    return [vault / "recipients.tsv", *sorted((vault / "secrets").rglob("*.tsv"))]
+
+
+def records_text(vault: Path) -> str:
+    """Every record of a vault as one format-1 vault.tsv text (format.md 2.8), any format."""
+    if (vault / "vault.tsv").exists():
+        return (vault / "vault.tsv").read_text()
+    lines = []
+    for f in record_files(vault):
+        lines += [x for x in f.read_text().splitlines() if not x.startswith("ossl-vault\t")]
+    return "ossl-vault\t1\n" + "".join(x + "\n" for x in sorted(lines))
 
 
 def clean_env(tmp: Path) -> dict[str, str]:

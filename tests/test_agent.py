@@ -153,7 +153,7 @@ def test_a_cached_key_still_fails_closed(
     assert get(vault, "a", a.env, enc).out == b"A"
     assert status(vault, a.env)[1]["data_keys"] == 1
     # a field under the record MAC, not in the cache key: the date of the version
-    index = vault.path / "vault.tsv"
+    index = vault.path / "secrets" / "a.tsv"
     lines = index.read_text().splitlines(keepends=True)
     i = next(n for n, line in enumerate(lines) if line.startswith("secret\ta\t1\t"))
     fields = lines[i].split("\t")

@@ -47,6 +47,25 @@ PASSPHRASE = b"Pp3-recipient-PASSPHRASE-4d2a9b7e"
 # -- helpers ---------------------------------------------------------------------------
 
 
+# This file holds the format-1 audit contract (INDEX = SHA-256 of vault.tsv), which
+# format-1 vaults keep; tests/test_storage.py holds format 2's (one record per file).
+@pytest.fixture
+def vault(tmp_path: Path, keydir: Path, env: dict[str, str]) -> VaultDir:
+    """A fresh format-1 vault with the RSA cert as its one recipient, named 'host'."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--format", "1", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    return v
+
+
+@pytest.fixture
+def all_kinds_vault(tmp_path: Path, keydir: Path, env: dict[str, str]) -> VaultDir:
+    """A format-1 vault with one recipient of every key kind, named after the kind."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    args = [a for k in KINDS for a in ("--recipient", f"{k}={keydir / (k + '.pem')}")]
+    v.ok("init", "--format", "1", *args, identity=None)
+    return v
+
+
 def sha_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -511,7 +530,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, keydir: Path) -> tuple[VaultD
     a copy of vault.tsv as it was after record 3 (for a rollback)."""
     tmp = tmp_path_factory.mktemp("audit-base")
     v = VaultDir(tmp / "vault", keydir, clean_env(tmp))
-    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("init", "--format", "1", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
     v.ok("put", "alpha", input=VALUE)
     v.ok("put", "beta", input=VALUE2)
     old_tsv = tmp / "vault.tsv.after-beta"
@@ -814,8 +833,8 @@ def test_auto_checkpoint_after_each_change(
     tmp_path: Path, keydir: Path, env: dict[str, str], no_python_path: str, kind: str
 ) -> None:
     v = VaultDir(tmp_path / "vault", keydir, env)
-    v.ok("init", "--audit-checkpoints", "--recipient", f"host={keydir / (kind + '.pem')}",
-         identity=None)  # fmt: skip
+    host = f"host={keydir / (kind + '.pem')}"
+    v.ok("init", "--format", "1", "--audit-checkpoints", "--recipient", host, identity=None)
     assert log_lines(v.path)[0] == "ossl-vault-audit\t1\trequired\tcheckpoint"
     assert not (v.path / "audit.checkpoint").exists()  # init had no identity to sign with
     v.ok("put", "a", input=VALUE, identity=kind)
@@ -872,7 +891,8 @@ def as_nobody(v: VaultDir, *args: str, input: bytes = b"") -> Result:
 
 def _nobody_vault(d: Path, keydir: Path, env: dict[str, str], mode: str) -> VaultDir:
     v = VaultDir(d / f"vault-{mode}", keydir, env)
-    v.ok("init", "--audit", mode, "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("init", "--format", "1", "--audit", mode, "--recipient", f"host={keydir / 'rsa.pem'}",
+         identity=None)  # fmt: skip
     v.ok("put", "db", input=VALUE)
     (d / "home").mkdir(exist_ok=True)
     shutil.copy(keydir / "rsa.key", d / "rsa.key")

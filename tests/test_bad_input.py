@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import KINDS, VaultDir, assert_error
+from conftest import KINDS, VaultDir, assert_error, records_text
 
 VALUE = b"the value"
 
@@ -73,7 +73,7 @@ def _strip_padding(lines: list[list[str]]) -> None:
 
 
 TAMPER: dict[str, Edit] = {
-    "format version 2": _set("ossl-vault", 1, "2"),
+    "format version 3": _set("ossl-vault", 1, "3"),
     "format version 10": _set("ossl-vault", 1, "10"),
     "not a vault header": _set("ossl-vault", 0, "other-tool"),
     "broken base64 in salt": _set("secret", 8, "!!!!!!!!!!!="),
@@ -92,16 +92,27 @@ TAMPER: dict[str, Edit] = {
 
 
 def tamper(v: VaultDir, edit: Edit) -> None:
-    path = v.path / "vault.tsv"
-    lines = [line.split("\t") for line in path.read_text().split("\n")[:-1]]
+    """Edit the records as one sorted list under the header (format.md 2.6), and write
+    each line back to the file it belongs to."""
+    head = (v.path / "recipients.tsv").read_text().split("\n")[0]
+    lines = [head.split("\t")] + [x.split("\t") for x in records_text(v.path).split("\n")[1:-1]]
     edit(lines)
-    path.write_text("".join("\t".join(f) + "\n" for f in lines))
+    files: dict[Path, list[str]] = {v.path / "recipients.tsv": []}
+    for f in lines:
+        if f[0] in ("recipient", "ossl-vault", "other-tool"):
+            files[v.path / "recipients.tsv"].append("\t".join(f) + "\n")
+        else:
+            files.setdefault(v.secret_file(f[1]), []).append("\t".join(f) + "\n")
+    for path, text in files.items():
+        path.write_text("".join(text))
 
 
 @pytest.mark.parametrize("case", list(TAMPER))
 def test_corrupt_index_exit_5(filled: VaultDir, case: str) -> None:
     tamper(filled, TAMPER[case])
-    for args in (["get", "app/token"], ["list"], ["put", "new"], ["list", "--json"]):
+    # format 2: a write reads the recipients and its own secret's file, so it is the
+    # damaged secret's put that must refuse; a put of another secret does not read it
+    for args in (["get", "app/token"], ["list"], ["put", "app/token"], ["list", "--json"]):
         err = unchanged(filled, *args, code=5, input=b"x")
         assert "vault.tsv" in err or "vault" in err
     if case.startswith("format version"):
@@ -109,7 +120,7 @@ def test_corrupt_index_exit_5(filled: VaultDir, case: str) -> None:
 
 
 def test_every_command_refuses_a_future_format(filled: VaultDir, keydir: Path) -> None:
-    tamper(filled, TAMPER["format version 2"])
+    tamper(filled, TAMPER["format version 3"])
     commands = [
         ["get", "app/token", "--version", "1"],
         ["put", "app/token"],
@@ -123,11 +134,11 @@ def test_every_command_refuses_a_future_format(filled: VaultDir, keydir: Path) -
         ["recipient", "rm", "host"],
     ]
     for args in commands:
-        unchanged(filled, *args, code=5, words=("format version '2'",), input=b"x")
+        unchanged(filled, *args, code=5, words=("format version '3'",), input=b"x")
 
 
 def test_crlf_and_trailing_garbage_exit_5(filled: VaultDir) -> None:
-    path = filled.path / "vault.tsv"
+    path = filled.secret_file("app/token")
     good = path.read_bytes()
     for bad in (good.replace(b"\n", b"\r\n"), good + b"\n", good[:-1], good + b"garbage"):
         path.write_bytes(bad)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import CLI, KINDS, Result, VaultDir, assert_error
+from conftest import CLI, KINDS, Result, VaultDir, assert_error, records_text
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +37,7 @@ EXIT_CODES = {
 
 
 def index_of(v: VaultDir) -> Index:
-    return records.parse((v.path / "vault.tsv").read_bytes())
+    return records.parse(records_text(v.path).encode())
 
 
 def blobs(v: VaultDir) -> list[Path]:
@@ -495,7 +495,7 @@ def test_files_private_even_with_umask_000(
     assert stat.S_IMODE(v.path.stat().st_mode) == 0o700
     assert stat.S_IMODE((v.path / "blobs").stat().st_mode) == 0o700
     files = [p for p in v.path.rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"vault.tsv", *(b.name for b in blobs(v))}
+    assert {p.name for p in files} >= {"recipients.tsv", "a.tsv", *(b.name for b in blobs(v))}
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     for d in (p for p in v.path.rglob("*") if p.is_dir()):
@@ -506,7 +506,7 @@ def test_unchanged_vault_rewrites_identical_bytes(vault: VaultDir, keydir: Path)
     vault.ok("put", "a", input=b"1")
     vault.ok("put", "b/c", input=b"2")
     before = vault.snapshot()
-    data = before["vault.tsv"]
+    data = records_text(vault.path).encode()
     assert records.parse(data).serialize() == data
     # add a recipient and take it out again: the same bytes
     vault.ok("recipient", "add", "tmp", str(keydir / "p384.pem"), "--no-default")
@@ -611,7 +611,7 @@ def test_vault_dir_from_environment(tmp_path: Path, keydir: Path, env: dict[str,
     e = {**env, "OSSL_VAULT_DIR": str(there)}
     rsa = ["--identity", str(keydir / "rsa.key")]
     assert cli("init", "-r", f"host={keydir / 'rsa.pem'}", env=e).rc == 0
-    assert (there / "vault.tsv").is_file()
+    assert (there / "recipients.tsv").is_file()
     assert cli("put", "k", env=e, input=b"from env").rc == 0
     assert cli(*rsa, "get", "k", env=e).out == b"from env"
     # --vault beats $OSSL_VAULT_DIR
@@ -621,7 +621,7 @@ def test_vault_dir_from_environment(tmp_path: Path, keydir: Path, env: dict[str,
     assert not (tmp_path / "missing").exists()
     # neither: $XDG_DATA_HOME/ossl-vault
     assert cli("init", "-r", f"host={keydir / 'rsa.pem'}", env=env).rc == 0
-    assert (Path(env["XDG_DATA_HOME"]) / "ossl-vault" / "vault.tsv").is_file()
+    assert (Path(env["XDG_DATA_HOME"]) / "ossl-vault" / "recipients.tsv").is_file()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import VaultDir, assert_error
+from conftest import VaultDir, assert_error, records_text
 
 from ossl_vault.format import records
 
@@ -86,7 +86,7 @@ def test_cp_gets_a_fresh_data_key_and_the_ledger_follows(two: VaultDir) -> None:
     n = len(two.audit())
     two.ok("cp", "app/key", "app/key2")
     assert two.ok("get", "app/key2").out == b"v"
-    index = records.parse((two.path / "vault.tsv").read_bytes())
+    index = records.parse(records_text(two.path).encode())
     old, new = index.versions["app/key"][-1], index.versions["app/key2"][-1]
     assert new.version == 1 and new.blob != old.blob and new.salt != old.salt
     assert index.wraps[("app/key2", 1)][0].ct != index.wraps[("app/key", 2)][0].ct
@@ -186,7 +186,7 @@ def test_get_field_of_gopass_and_json_documents(vault: VaultDir) -> None:
 
 def expire_by_hand(v: VaultDir, name: str) -> None:
     """Move an expiry into the past, as time passing would (the writer refuses a past one)."""
-    path = v.path / "vault.tsv"
+    path = v.secret_file(name)
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         f = line.split("\t")
@@ -257,7 +257,7 @@ def test_purge_destroys_versions_wraps_and_blobs(vault: VaultDir) -> None:
     r = vault.ok("purge", "db")
     assert "2 version" in r.err
     assert ops(vault, n)[0] == ("purge", "db", "-", "ok")
-    tsv = (vault.path / "vault.tsv").read_text()
+    tsv = records_text(vault.path)
     assert "\tdb\t" not in tsv
     assert len(blob_names(vault)) == 1
     assert_error(vault.run("undelete", "db"), 3)
@@ -350,7 +350,8 @@ def test_file_modes_of_a_vault_after_the_daily_verbs(vault: VaultDir) -> None:
     vault.ok("put", "a", input=b"v")
     vault.ok("cp", "a", "b")
     vault.ok("mv", "b", "c")
-    assert stat.S_IMODE(os.stat(vault.path / "vault.tsv").st_mode) == 0o600
+    for path in vault.record_files():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
 
 # -- configuration changes and --json summaries -----------------------------------------

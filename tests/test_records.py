@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import KINDS, VaultDir, clean_env
+from conftest import KINDS, VaultDir, clean_env, records_text
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +40,7 @@ def real_tsv(tmp_path_factory: pytest.TempPathFactory, keydir: Path, otherkeys: 
     v.ok("put", "db/password", "--to", "rsa", "--password-file", str(tmp / "pass"), input=b"pw")
     for i in range(11):
         v.ok("put", "many", "--to", "rsa", input=str(i).encode())
-    return (v.path / "vault.tsv").read_bytes()
+    return records_text(v.path).encode()
 
 
 def test_real_vault_round_trips(real_tsv: bytes) -> None:

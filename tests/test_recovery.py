@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Result, VaultDir
+from conftest import ROOT, Result, VaultDir, records_text
 
 RECOVER = ROOT / "scripts" / "ossl-vault-recover"
 SHIM = ROOT / "tests" / "openssl-shim"
@@ -65,7 +65,7 @@ def key_check(rk_hex: str) -> str:
 
 
 def recovery_line(v: VaultDir) -> list[str]:
-    lines = (v.path / "vault.tsv").read_text().splitlines()
+    lines = records_text(v.path).splitlines()
     found = [line.split("\t") for line in lines if line.startswith("recipient\trecovery\t")]
     assert len(found) == 1
     return found[0]
@@ -73,7 +73,7 @@ def recovery_line(v: VaultDir) -> list[str]:
 
 def readers(v: VaultDir, name: str) -> set[str]:
     """The recipients of the newest version of a secret, from vault.tsv."""
-    rows = [line.split("\t") for line in (v.path / "vault.tsv").read_text().splitlines()]
+    rows = [line.split("\t") for line in records_text(v.path).splitlines()]
     versions = [r for r in rows if r[0] == "secret" and r[1] == name]
     newest = max(versions, key=lambda r: int(r[2]))
     return set(newest[14].split(","))
@@ -327,7 +327,7 @@ def test_shares_encrypted_to_certs_open_with_openssl_cms(
     r = vault.run("recovery", "rotate", "-k", "1", "-n", "3")
     one_line_error(r, 2, "threshold of 1")
     assert vault.snapshot().keys() == before.keys()
-    assert (vault.path / "vault.tsv").read_bytes() == before["vault.tsv"]
+    assert vault.snapshot() == before
 
 
 def test_split_refuses_unreadable_secrets_unless_told(
@@ -340,7 +340,7 @@ def test_split_refuses_unreadable_secrets_unless_told(
     r = vault.run("recovery", "split", "-n", "2", "-k", "2", "--out-dir", str(out))
     one_line_error(r, 4, "cannot open 1 secret(s)")
     assert "'theirs'" in r.err and list(out.iterdir()) == []  # no share of a key never used
-    assert "recovery" not in (vault.path / "vault.tsv").read_text()
+    assert "recovery" not in records_text(vault.path)
     r = vault.ok("recovery", "split", "-n", "2", "-k", "2", "--skip-unreadable")
     assert "left out" in r.err and "theirs" in r.err
     assert readers(vault, "theirs") == {"x"} and readers(vault, "mine") == {"host", "recovery"}

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, Result, VaultDir, clean_env, key_pages
+from conftest import CLI, ROOT, Result, VaultDir, clean_env, key_pages, records_text
 
 VENV_BIN = ROOT / ".venv" / "bin"
 RECOVER = ROOT / "scripts" / "ossl-vault-recover"
@@ -115,7 +115,7 @@ def team(tmp_path: Path, people: Path, env: dict[str, str]) -> VaultDir:
 
 
 def records(vault: Path) -> list[list[str]]:
-    lines = (vault / "vault.tsv").read_text().splitlines()
+    lines = records_text(vault).splitlines()
     assert lines[0] == "ossl-vault\t1"
     return [line.split("\t") for line in lines[1:]]
 
@@ -173,7 +173,7 @@ def hkdf(ikm: bytes, info: bytes) -> bytes:
 def mac_matches(vault: Path, name: str, version: int, dk: bytes) -> bool:
     """Whether ``dk`` gives the record MAC of a version (format.md section 5)."""
     s = secret(vault, name, version)
-    lines = (vault / "vault.tsv").read_text().splitlines()
+    lines = records_text(vault).splitlines()
     message = "\t".join(s[:15]) + "\n"
     message += "".join(
         line + "\n" for line in lines if line.split("\t")[:3] == ["wrap", name, str(version)]
@@ -264,12 +264,13 @@ def test_put_to_share_unshare_update(team: VaultDir, people: Path, tmp_path: Pat
     assert not mac_matches(v.path, name, 2, dk1)  # her old key is no key to version 2
     assert mac_matches(old, name, 1, dk1)
     # her old wrap pasted into version 2 is refused, not opened
-    lines = (v.path / "vault.tsv").read_text().splitlines()
+    own = v.path / "secrets" / f"{name}.tsv"
+    lines = own.read_text().splitlines()
     forged = "\t".join([*old_wrap[:2], "2", *old_wrap[3:]])
-    (v.path / "vault.tsv").write_text("\n".join([lines[0], *sorted([*lines[1:], forged])]) + "\n")
+    own.write_text("\n".join(sorted([*lines, forged])) + "\n")
     r = v.run("get", name, identity="carol")
     assert r.rc == 5 and r.out == b"", r.err  # wraps != RECIPIENTS: integrity (format 2.3)
-    (v.path / "vault.tsv").write_text("\n".join(lines) + "\n")
+    own.write_text("\n".join(lines) + "\n")
 
     # the exposure ledger remembers carol
     rows = listing(v)

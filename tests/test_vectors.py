@@ -25,6 +25,7 @@ class Vector:
     headers: dict[str, str]
     vault: bytes
     blobs: dict[str, bytes]
+    files: dict[str, bytes] | None = None  # a format-2 vault's record files, by path
 
     @property
     def expect(self) -> str:
@@ -40,15 +41,25 @@ def load(path: Path) -> Vector:
     for part in parts[1:]:
         name, _, data = part.partition(b"\n")
         blobs[name.decode()] = base64.b64decode(data)
-    return Vector(headers, parts[0], blobs)
+    files = None
+    if parts[0].startswith(b"---file "):  # format 2: the record files, one section each
+        files = {}
+        for section in parts[0].split(b"---file ")[1:]:
+            name, _, data = section.partition(b"\n")
+            files[name.decode()] = data
+    return Vector(headers, parts[0], blobs, files)
 
 
 def materialize(v: Vector, tmp: Path) -> tuple[Path, list[str], list[str]]:
     """Write the vault; return it, the CLI's extra args and the recovery script's."""
     root = tmp / "vault"
     (root / "blobs").mkdir(parents=True)
-    (root / "vault.tsv").write_bytes(v.vault)
-    # vectors are about vault.tsv and blobs; the CLI also wants an audit log to append to
+    if v.files is None:
+        (root / "vault.tsv").write_bytes(v.vault)
+    for rel, data in (v.files or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    # vectors are about records and blobs; the CLI also wants an audit log to append to
     (root / "audit.log").write_text("ossl-vault-audit\t1\trequired\t-\n")
     for name, data in v.blobs.items():
         (root / "blobs" / name).write_bytes(data)
@@ -70,6 +81,7 @@ ALL = sorted(VECTORS.glob("*.vec"))
 
 def test_there_are_vectors_of_every_verdict() -> None:
     assert {load(p).expect for p in ALL} == set(EXIT)
+    assert {load(p).expect for p in ALL if load(p).files} == set(EXIT)  # format 2 too
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)

@@ -47,7 +47,7 @@ class Keyring:
 
     def get(self, vault: Vault, name: str, number: int | None, password: bytes | None) -> bytes:
         """Like ``Vault.get``, opening the data key once per version; the read is audited."""
-        index = self.index(vault)
+        index = self.index(vault, name)
         v = vault.readable(name, number, index)
         key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
         with self.lock:
@@ -88,8 +88,14 @@ class Keyring:
                 self.value_bytes -= len(old)
                 old[:] = bytes(len(old))
 
-    def index(self, vault: Vault) -> Index:
-        """The vault's index, parsed again only when the bytes of vault.tsv change."""
+    def index(self, vault: Vault, name: str | None = None) -> Index:
+        """The vault's index, parsed again only when the bytes of vault.tsv change.
+
+        Format 2 and other drivers: the recipients and the one secret ``name``,
+        read each time (two small files: nothing worth caching).
+        """
+        if name is not None and vault.store.format != "1":
+            return vault.store.read_secret(name)
         try:
             data = vault.store.index_path.read_bytes()
         except OSError:

@@ -40,9 +40,12 @@ def audit_cmd(
     vault = obj.vault()
     log = audit.AuditLog(vault.store.root)
     if args == ("verify",):
-        index_bytes = vault.store.index_path.read_bytes()
-        check = audit.signature_checker(vault.store.read_index())
-        verdict = audit.verify(log, index_bytes, check)
+        state = vault.store.audit_state()
+
+        def check(*args: object) -> bool:  # the index is read only if there is a checkpoint
+            return audit.signature_checker(vault.store.read_index())(*args)  # type: ignore[no-any-return, operator]
+
+        verdict = audit.verify(log, state, check)
         if as_json:
             click.echo(json.dumps({"ok": not verdict.problems, "records": verdict.records,
                                    "checkpoint": verdict.checkpoint or None,
@@ -55,7 +58,7 @@ def audit_cmd(
         note(f"audit log holds: {verdict.records} record(s){covered}")
         return
     if args == ("checkpoint",):
-        index = vault.store.read_index()
+        index = vault.store.read_index([])  # the recipients: who may sign
         found = audit.signing_identity(index, obj.identities().files)
         if found is None:
             raise AccessDenied(

@@ -125,15 +125,18 @@ class Context:
         self.secret = "-"  # noqa: S105 (a secret's name)
         self.version: int | None = None
 
-    def vault(self) -> Vault:
-        """The vault of this invocation; its audit records name the command."""
+    def vault(self, fmt: str = "2") -> Vault:
+        """The vault of this invocation; its audit records name the command.
+
+        ``fmt`` is the format a new vault gets (``init``): "1", "2" or "sqlite".
+        """
         if self._vault is None:
             ctx = click.get_current_context()
             self.op = "-".join(ctx.command_path.split()[1:]) or "-"
             self.secret = str(ctx.params.get("name") or "-")
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
-            self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
+            self._vault = Vault(self.vault_dir, self.lock_timeout, self.op, fmt)
             log = self._vault.store.root / "audit.log"
             if self._vault.store.exists() and not log.exists():
                 raise IntegrityError(
@@ -171,7 +174,7 @@ class Context:
         log = audit.AuditLog(vault.store.root)
         if not log.auto_checkpoint():
             return
-        found = audit.signing_identity(vault.store.read_index(), self.identities().files)
+        found = audit.signing_identity(vault.store.read_index([]), self.identities().files)
         if found is not None:
             with vault.store.locked():
                 audit.write_checkpoint(log, *found)

@@ -44,6 +44,7 @@ _INVOKED: list[Context] = []  # the invocation's context, for its audit record a
 # does not pay for asyncio, shamir-mnemonic or the CMS code).
 LAZY_COMMANDS = {
     "agent": "ossl_vault.cli.agent:agent",
+    "audit-merge": "ossl_vault.cli.storage:audit_merge",
     "audit": "ossl_vault.cli.audit:audit_cmd",
     "completion": "ossl_vault.cli.shell:completion",
     "cp": "ossl_vault.cli.daily:cp",
@@ -57,7 +58,9 @@ LAZY_COMMANDS = {
     "env": "ossl_vault.cli.scripts:env_",
     "exec": "ossl_vault.cli.scripts:exec_",
     "export": "ossl_vault.cli.transfer:export",
+    "git-setup": "ossl_vault.cli.storage:git_setup",
     "import": "ossl_vault.cli.transfer:import_",
+    "migrate": "ossl_vault.cli.storage:migrate",
     "recipient": "ossl_vault.cli.recipients:recipient",
     "recovery": "ossl_vault.cli.recovery:recovery_group",
     "rekey": "ossl_vault.cli.recipients:rekey",
@@ -150,9 +153,31 @@ def main_group(
     help="After each change, sign an audit checkpoint with the writer's RSA or EC "
     "identity when it is a recipient.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["1", "2"]),
+    default="2",
+    show_default=True,
+    help="Directory format: 2 keeps one file per secret; 1 is the single vault.tsv that "
+    "ossl-vault before format 2 reads.",
+)
+@click.option(
+    "--storage",
+    type=click.Choice(["dir", "sqlite"]),
+    default="dir",
+    show_default=True,
+    help="dir: record files in the vault directory; sqlite: one SQLite database in it "
+    "(also chosen by a vault path 'sqlite:DIR').",
+)
 @pass_ctx
 def init(
-    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool
+    obj: Context,
+    recipients: tuple[str, ...],
+    audit_mode: str,
+    audit_checkpoints: bool,
+    fmt: str,
+    storage: str,
 ) -> None:
     """Create a vault directory (0700) with its first recipients."""
     pairs = []
@@ -162,7 +187,7 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
-    obj.vault().init(pairs, audit_mode, audit_checkpoints)
+    obj.vault("sqlite" if storage == "sqlite" else fmt).init(pairs, audit_mode, audit_checkpoints)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
 
 

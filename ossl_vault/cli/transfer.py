@@ -147,7 +147,7 @@ def _read_input(path: str, what: str) -> bytes:
 
 def _summary(vault: Vault, entries: list[Entry], as_json: bool) -> str:
     """The table (NAME, SOURCE, ACTION: new, update or error, BYTES), or JSON lines."""
-    existing = set(vault.store.read_index().versions)
+    existing = set(vault.store.names())
     rows = []
     for e in entries:
         action = "error" if e.error else ("update" if e.name in existing else "new")
@@ -218,7 +218,7 @@ def import_(
     if chomp and pass_dir is None:
         raise UsageError("--chomp applies to --pass only")
     vault = obj.vault()
-    vault.store.read_index()  # a missing vault is reported before anything is decrypted
+    vault.store.read_index([])  # a missing vault is reported before anything is decrypted
     trail: list[str] = []
     if bundle is not None:
         ids = obj.identities(passphrase_file, ask_passphrase)

@@ -157,6 +157,12 @@ class Index:
     ledger: dict[str, list[Ledger]] = field(default_factory=dict)  # oldest first
     meta: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> key -> text
     state: dict[str, State] = field(default_factory=dict)
+    # What storage gave when this index was read (storage/store.py): part -> (revision,
+    # bytes), None where a secret was absent; the key None is the recipients.
+    origin: dict[str | None, tuple[str, bytes] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    names_read: list[str] | None = field(default=None, compare=False, repr=False)  # if all were
 
     def serialize(self) -> bytes:
         lines = [r.fields() for r in self.recipients.values()]

@@ -142,7 +142,7 @@ def _change_wraps(
 ) -> Index:  # fmt: skip
     """Re-wrap the newest version's data key: add wraps, drop wraps; commit unless given."""
     given = index
-    index = index or vault.store.read_index()
+    index = index or vault.store.read_secret(name)
     v = vault.version(name, None, index)
     dk, ct = vault.open(index, v, ids)
     new = [wrap(r, dk) for r in add]
@@ -150,7 +150,7 @@ def _change_wraps(
         edits.rewrap(index, name, dk, ct, new, drop)
         return index
     with vault.store.locked():
-        index = vault.store.read_index()
+        index = vault.store.read_secret(name)
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
             raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
@@ -168,13 +168,13 @@ def _recipients(index: Index, names: list[str]) -> list[Recipient]:
 
 def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[str]:
     """Give ``users`` a wrap of the current version; returns who was added."""
-    index = vault.store.read_index()
+    index = vault.store.read_secret(name)
     v = vault.version(name, None, index)
     new = [r for r in _recipients(index, users) if r.name not in v.recipients]
     dk, ct = vault.open(index, v, ids)  # only a reader may share, even with nobody new
     wraps = [wrap(r, dk) for r in new]
     with vault.store.locked():
-        index = vault.store.read_index()
+        index = vault.store.read_secret(name)
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
             raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")

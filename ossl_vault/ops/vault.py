@@ -46,8 +46,10 @@ from ossl_vault.storage.store import Store
 class Vault:
     """One vault directory."""
 
-    def __init__(self, path: str, lock_timeout: float | None = None, op: str = "api") -> None:
-        self.store = Store(path, lock_timeout, op)
+    def __init__(
+        self, path: str, lock_timeout: float | None = None, op: str = "api", fmt: str = "2"
+    ) -> None:
+        self.store = Store(path, lock_timeout, op, fmt)
         self.opened_with: str | None = None  # the key fingerprint of the last wrap opened
         self.opened_version: int | None = None
         self.expired: str | None = None  # the expiry of the last secret read, if passed
@@ -74,7 +76,7 @@ class Vault:
 
     def recipients(self) -> list[Recipient]:
         """Every recipient, sorted by name."""
-        return sorted(self.store.read_index().recipients.values(), key=lambda r: r.name)
+        return sorted(self.store.read_index([]).recipients.values(), key=lambda r: r.name)
 
     # -- secrets -------------------------------------------------------------------
 
@@ -97,12 +99,12 @@ class Vault:
             raise UsageError(f"value of {len(value)} bytes is larger than 1 MiB")
         if password is not None:
             check_password(password)
-        index = self.store.read_index()
+        index = self.store.read_secret(name)
         refuse_deleted(index, name)
         wanted = edits.recipients_for(index, to, name)
         sealed = seal(value, wanted, password)
         with self.store.locked():
-            index = self.store.read_index()
+            index = self.store.read_secret(name)
             refuse_deleted(index, name)
             current = edits.recipients_for(index, to, name)
             if current != wanted:  # recipients changed while we encrypted
@@ -121,13 +123,13 @@ class Vault:
             check_name(name)
             if len(value) > MAX_VALUE:
                 raise UsageError(f"value of {name!r} is larger than 1 MiB")
-        wanted = edits.recipients_for(self.store.read_index(), to)
+        wanted = edits.recipients_for(self.store.read_index([]), to)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             sealed = dict(
                 zip(values, pool.map(lambda v: seal(v, wanted, None), values.values()), strict=True)
             )
         with self.store.locked():
-            index = self.store.read_index()
+            index = self.store.read_index(list(values))
             if edits.recipients_for(index, to) != wanted:
                 raise VaultError("recipients changed during the import", hint="run it again")
             numbers = {name: edits.add_version(index, name, s) for name, s in sealed.items()}
@@ -157,7 +159,7 @@ class Vault:
     def version(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
         """The record of a secret version (the newest by default)."""
         check_name(name)
-        index = index or self.store.read_index()
+        index = index or self.store.read_secret(name)
         versions = index.versions.get(name)
         if not versions:
             raise NotFoundError(f"no secret {name!r}", hint="'ossl-vault list' shows the names")
@@ -171,7 +173,7 @@ class Vault:
 
     def readable(self, name: str, number: int | None = None, index: Index | None = None) -> Version:
         """:meth:`version`, refusing a secret marked deleted (it reads again once undeleted)."""
-        index = index or self.store.read_index()
+        index = index or self.store.read_secret(name)
         v = self.version(name, number, index)
         refuse_deleted(index, name, NotFoundError)
         return v
@@ -189,7 +191,8 @@ class Vault:
         An expired secret reads, and ``expired`` says since when; with
         ``strict`` it is refused (:class:`Expired`, exit 3) before anything opens.
         """
-        index = self.store.read_index()
+        check_name(name)
+        index = self.store.read_secret(name)
         v = self.readable(name, number, index)
         self.expired = expiry(index, name, strict)
         self.opened_version = v.version
@@ -234,7 +237,7 @@ class Vault:
         return ct
 
     def _gone(self, v: Version) -> bool:
-        versions = self.store.read_index().versions.get(v.name, [])
+        versions = self.store.read_secret(v.name).versions.get(v.name, [])
         return all(other.blob != v.blob for other in versions)
 
     def list(self, index: Index | None = None, deleted: bool = False) -> list[dict[str, object]]:
@@ -291,7 +294,7 @@ class Vault:
         For ``recipients`` (default: the current ones); ``set_access`` makes
         that list the secret's own. The ledger marks the version "same".
         """
-        index = self.store.read_index()
+        index = self.store.read_secret(name)
         v = self.version(name, None, index)
         given = None
         if v.password is not None:
@@ -303,12 +306,19 @@ class Vault:
             raise UsageError(f"secret {name!r} would have no reader left")
         sealed = seal(value, [index.recipients[n] for n in to], given)
         with self.store.locked():
-            index = self.store.read_index()
+            index = self.store.read_secret(name)
             if self.version(name, None, index).version != v.version:
                 raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
             if set_access:
                 index.access[name] = tuple(sorted(to))
             return self._commit_version(index, name, sealed, "same")
+
+    def migrate(self, dry_run: bool = False) -> list[str]:
+        """Convert a format-1 vault to format 2 atomically; the files it writes."""
+        migrate = getattr(self.store.backend, "migrate", None)
+        if migrate is None:
+            raise UsageError(f"vault '{self.store.root}' is not a format-1 directory")
+        return migrate(self.event(), dry_run)  # type: ignore[no-any-return]
 
     def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
         """Check every version without decrypting: [(level, message)], level error|note."""
@@ -325,10 +335,8 @@ class Vault:
                     problems.append(("note", f"{label}: MAC not checked (no usable identity)"))
                 except IntegrityError as e:
                     problems.append(("error", f"{label}: {e.message}"))
-        for path in self.store.garbage(index):
-            problems.append(
-                ("note", f"unreferenced file '{path.name}' (removed by the next write)")
-            )
+        for stray in self.store.strays(index):
+            problems.append(("note", f"unreferenced file '{stray}' (removed by the next write)"))
         return problems
 
 

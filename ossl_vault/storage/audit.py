@@ -35,6 +35,10 @@ TIME = re.compile(r"\d{4}(-\d\d(-\d\d(T\d\d(:\d\d(:\d\dZ?)?)?)?)?)?\Z")
 _COUNT = re.compile(r"[1-9][0-9]*\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 CHECKPOINT_LABEL = "ossl-vault-audit checkpoint"
+TAIL = 1 << 20  # how far back a writer looks for the last change
+MERGE = "merge"  # the OP of a record joining two clones' logs (auditmerge)
+_SPAN = re.compile(r"(0|[1-9][0-9]*):([1-9][0-9]*)\Z")
+V2_PREFIX = "v2:"  # INDEX of a format-2 change: the hash of one file (format.md section 7)
 
 
 def safe(text: str) -> str:
@@ -158,13 +162,34 @@ class AuditLog:
     def auto_checkpoint(self) -> bool:
         return self.head()[3] == "checkpoint"
 
-    def last_change(self) -> str | None:
-        """The index hash of the newest record that changed vault.tsv."""
-        for line in reversed(self.read()[1].split("\n")[1:-1]):
+    def last_change(self) -> list[list[str]]:
+        """The records of the newest change (fields; newest first), from the log's tail.
+
+        The records of one change are consecutive and share UID, USER, HOST,
+        PID and OP. Only the last ``TAIL`` bytes are read, so a write costs the
+        same however long the log has grown; a change further back than that
+        is not looked for (format.md section 7).
+        """
+        try:
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - TAIL)
+                f.seek(start)
+                data = f.read()
+        except OSError as e:
+            raise self._unreadable(e) from e
+        # the first piece is the header, or a line cut by ``start``; the last is after the LF
+        lines = data.decode("ascii", "surrogateescape").split("\n")[1:-1]
+        found: list[list[str]] = []
+        for line in reversed(lines):
             f = line.split("\t")
-            if len(f) == FIELDS and f[11] != "-":
-                return f[11]
-        return None
+            if len(f) != FIELDS:
+                continue
+            if found and (f[11] == "-" or f[2:7] != found[0][2:7]):
+                break
+            if f[11] != "-":
+                found.append(f)
+        return found
 
     def append(self, event: Event, index_hash: str = "-") -> None:
         """Append one record (caller holds the lock): see :meth:`append_many`."""
@@ -250,11 +275,13 @@ class Verdict:
     problems: list[str]
 
 
-def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verdict:
-    """Check the chain, sequence, last write's index hash and the checkpoint.
+def verify(log: AuditLog, state: bytes | dict[str, str], verify_sig: object = None) -> Verdict:
+    """Check the chain, sequence, the last changes' hashes and the checkpoint.
 
-    ``verify_sig(signer_fpr, message, signature) -> bool`` checks a
-    checkpoint signature (openssl dgst -verify with the recipient's key).
+    ``state`` is the bytes of a v1 vault.tsv, or for format 2 the INDEX each
+    file's newest record must carry: ``{"-": recipients.tsv's, NAME: its
+    file's}`` (:func:`binding`). ``verify_sig(signer_fpr, message, signature)
+    -> bool`` checks a checkpoint signature.
     """
     _, text = log.read()
     lines = text.split("\n")
@@ -274,16 +301,67 @@ def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verd
             problems.append(f"record {n} does not chain to record {n - 1} (one was edited, "
                             "inserted, deleted or moved)")  # fmt: skip
             break
+    if not problems:
+        problems += check_merges(lines)
     count = len(lines) - 1
     writes = [f for f in (line.split("\t") for line in lines[1:]) if len(f) == FIELDS]
     writes = [f for f in writes if f[11] != "-"]
-    if not problems and writes and writes[-1][11] != sha256_hex(index_bytes):
+    v1 = [f for f in writes if not f[11].startswith(V2_PREFIX)]  # a crashed migration's are not
+    if not problems and isinstance(state, dict):
+        problems += _check_files(writes, state)
+    elif not problems and v1 and v1[-1][11] != sha256_hex(state):
+        writes = v1
         problems.append(f"record {writes[-1][0]} (the last change) does not match vault.tsv "
                         "(records after it were removed, or vault.tsv was changed)")  # fmt: skip
     checked = None
     if log.checkpoint_path.exists():
         checked = _check_checkpoint(log, lines, problems, verify_sig)
     return Verdict(count, checked, problems)
+
+
+def check_merges(lines: list[str]) -> list[str]:
+    """Each merge record's copies rebuild the other side's records up to its head (7.1)."""
+    for n in range(1, len(lines)):
+        f = lines[n].split("\t")
+        span = _SPAN.match(f[8]) if len(f) == FIELDS and f[6] == MERGE else None
+        if len(f) != FIELDS or f[6] != MERGE:
+            continue
+        if not span or int(span[1]) >= n or not _HEX64.match(f[9]):
+            return [f"merge record {n} is malformed"]
+        fork, count = int(span[1]), int(span[2])
+        if n + count > len(lines) - 1:
+            return [f"merge record {n} names {count} records, but the log ends before them"]
+        prev = sha256_hex((lines[fork] + "\n").encode())
+        for i in range(1, count + 1):
+            g = lines[n + i].split("\t")
+            g[0], g[12] = str(fork + i), prev
+            prev = sha256_hex(("\t".join(g) + "\n").encode())
+        if prev != f[9]:
+            return [f"the records merged at record {n} are not the other side's (one was "
+                    "edited, dropped or moved)"]  # fmt: skip
+    return []
+
+
+def binding(data: bytes | None) -> str:
+    """The INDEX a format-2 change carries for a file it leaves holding ``data`` (None: gone)."""
+    return V2_PREFIX + sha256_hex(data or b"")
+
+
+def _check_files(writes: list[list[str]], state: dict[str, str]) -> list[str]:
+    """Format 2: each file's newest record carries the file's hash (section 7)."""
+    newest: dict[str, list[str]] = {}
+    for f in writes:
+        if f[11].startswith(V2_PREFIX):
+            newest[f[7]] = f
+    for name, f in sorted(newest.items()):
+        if state.get(name, binding(None)) != f[11]:
+            what = "recipients.tsv" if name == "-" else f"the file of {name!r}"
+            return [f"record {f[0]} (the last change of {what}) does not match it "
+                    "(records after it were removed, or the file was changed)"]  # fmt: skip
+    for name in sorted(set(state) - set(newest)):
+        what = "recipients.tsv" if name == "-" else f"the file of {name!r}"
+        return [f"no record binds {what} (it was changed outside ossl-vault)"]
+    return []
 
 
 def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],

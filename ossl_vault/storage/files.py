@@ -13,7 +13,8 @@ from pathlib import Path
 TMP_PREFIX = ".tmp."
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -21,9 +22,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new."""
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+def write_temp(directory: Path, data: bytes, mode: int = 0o600) -> Path:
+    """A new durable temporary file in ``directory`` holding ``data``, to be renamed."""
+    tmp = directory / f"{TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -31,8 +32,18 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             f.flush()
             os.fchmod(f.fileno(), mode)  # whatever the umask
             os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new."""
+    tmp = write_temp(path.parent, data, mode)
+    try:
         os.rename(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -1,300 +1,186 @@
-"""The vault directory on disk: lock, atomic writes, blobs (format.md section 1).
+"""What the operations see of storage: an :class:`Index`, read from and committed to a driver.
 
-Every write: take the lock, write new blobs, then vault.tsv, each through a
-temporary file in the same directory, fsync, rename, fsync of the directory.
-A kill at any instant leaves the old index or the new one, and every blob the
-index names.
+``Store`` turns a driver's parts (:mod:`ossl_vault.storage.backend`) into a
+parsed :class:`Index` and back. An index remembers the revision of every part
+it was read from; :meth:`Store.commit` sends only the parts that differ, with
+those revisions, so the driver writes one secret's records for a change of one
+secret and refuses (ConflictError, exit 6) a change computed from parts that
+changed meanwhile. Under :meth:`Store.locked` no other writer can commit, so
+the usual read-change-commit under the lock never conflicts.
 """
 
 from __future__ import annotations
 
-import copy
-import errno
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ossl_vault.errors import (
-    BusyError,
-    IntegrityError,
-    NotFoundError,
-    OperationError,
-    UsageError,
-    VaultError,
-)
-from ossl_vault.format.records import Index, parse
+from ossl_vault.errors import IntegrityError, UsageError
+from ossl_vault.format import layout
+from ossl_vault.format.fields import check_name
+from ossl_vault.format.records import Index
 from ossl_vault.openssl.crypto import sha256_hex
-from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+from ossl_vault.storage.audit import Event
+from ossl_vault.storage.backend import Backend, Change, Part
 
-INDEX = "vault.tsv"
-BLOBS = "blobs"
-LOCK = ".lock"
-AUDIT_LOCK = ".audit.lock"
-DEFAULT_LOCK_TIMEOUT = 60.0
+RETRIES = 20  # reads that met a commit of several files halfway, read again
 
 
-class Pending:
-    """A read's or failure's audit record, waiting for its batch to be written."""
+def open_backend(location: str | os.PathLike[str], lock_timeout: float | None, fmt: str) -> Backend:
+    """The driver for a vault location: ``sqlite:PATH``, else a directory."""
+    text = os.fspath(location)
+    if text.startswith("sqlite:") or fmt == "sqlite" or os.path.isfile(f"{text}/vault.sqlite"):
+        from ossl_vault.storage.sqlite import Sqlite
 
-    __slots__ = ("done", "error", "event", "skipped")
+        return Sqlite(text.removeprefix("sqlite:"), lock_timeout)
+    from ossl_vault.storage.directory import Directory
 
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.done = False
-        self.error: BaseException | None = None
-        self.skipped = False  # a best-effort log could not take it
-
-
-class GroupCommit:
-    """The audit records of one process's concurrent reads, one write and fsync a batch.
-
-    The first thread to find no batch being written writes every record
-    queued for that vault and wakes the others; records arriving meanwhile
-    form the next batch. Each caller returns only once its own record is
-    durable (or has failed), so a value is still released after its record.
-    """
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.queues: dict[Path, list[Pending]] = {}
-        self.writing: set[Path] = set()
-
-    def submit(self, store: Store, event: Event) -> Pending:
-        pending = Pending(event)
-        with self.cond:
-            self.queues.setdefault(store.root, []).append(pending)
-            while not pending.done:
-                if store.root in self.writing:
-                    self.cond.wait()
-                    continue
-                batch = self.queues.pop(store.root)
-                self.writing.add(store.root)
-                self.cond.release()
-                try:
-                    store.write_batch(batch)
-                except BaseException as e:  # a bug: every waiter hears of it, none hangs
-                    for p in batch:
-                        p.error = p.error or e
-                    raise
-                finally:
-                    self.cond.acquire()
-                    for p in batch:
-                        p.done = True
-                    self.writing.discard(store.root)
-                    self.cond.notify_all()
-        return pending
+    return Directory(text, lock_timeout, fmt)
 
 
 class Store:
-    """A vault directory: reads its index and blobs, writes them under the lock."""
+    """A vault's records as Index objects over one storage driver."""
 
     def __init__(
-        self, root: str | os.PathLike[str], lock_timeout: float | None = None, op: str = "api"
+        self,
+        root: str | os.PathLike[str],
+        lock_timeout: float | None = None,
+        op: str = "api",
+        fmt: str = "2",
     ) -> None:
-        self.root = Path(root)
-        self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        self.backend = open_backend(root, lock_timeout, fmt)
+        self.root = Path(os.fspath(root).removeprefix("sqlite:"))  # audit.log lives here
         self.op = op  # the operation audit records name
-        self.logged = 0  # records this process appended
-        self.changes = 0  # commits this process made
-        self.audit_skipped = 0  # records a best-effort log could not take
+
+    @property
+    def logged(self) -> int:
+        return self.backend.logged  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def changes(self) -> int:
+        return self.backend.changes  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def audit_skipped(self) -> int:
+        return self.backend.audit_skipped  # type: ignore[attr-defined, no-any-return]
 
     @property
     def index_path(self) -> Path:
-        return self.root / INDEX
+        """The v1 index file (absent from other formats)."""
+        return self.root / "vault.tsv"
+
+    @property
+    def format(self) -> str:
+        return self.backend.format
 
     def exists(self) -> bool:
-        return self.index_path.is_file()
+        return self.backend.exists()
 
     def create(self) -> None:
-        """Make the directory (0700) and blobs/; refuse an existing vault."""
+        """Make an empty vault; refuse an existing one."""
         if self.exists():
             raise UsageError(f"a vault already exists at '{self.root}'")
-        try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
-            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
-            os.chmod(self.root / BLOBS, 0o700)
-        except OSError as e:
-            raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
+        self.backend.create()
 
-    def read_index(self) -> Index:
-        """Parse vault.tsv; NotFoundError when there is no vault."""
-        try:
-            data = self.index_path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"no vault at '{self.root}'",
-                hint="create one with 'ossl-vault init' or pass --vault DIR",
-            ) from None
-        except OSError as e:
-            raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
-        return parse(data)
+    def locked(self, creating: bool = False) -> AbstractContextManager[None]:
+        return self.backend.locked(creating)
 
     def read_blob(self, digest: str) -> bytes:
-        """A blob's bytes, checked against its SHA-256 name."""
-        try:
-            data = (self.root / BLOBS / digest).read_bytes()
-        except FileNotFoundError:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing") from None
-        except OSError as e:
-            raise OperationError(f"cannot read blob {digest[:16]}...: {e.strerror}") from e
-        if sha256_hex(data) != digest:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
-        return data
+        return self.backend.blob(digest)
 
-    @contextmanager
-    def locked(self, creating: bool = False) -> Iterator[None]:
-        """Hold the vault's write lock (flock on .lock); BusyError on timeout.
+    def log(self, event: Event) -> None:
+        self.backend.log(event)
 
-        Refuses (NotFoundError) where there is no vault, unless ``creating``:
-        taking the lock must never make a directory appear.
+    def names(self) -> list[str]:
+        return self.backend.names()
+
+    def read_index(self, names: list[str] | None = None) -> Index:
+        """The recipients and the secrets ``names`` (default: every secret) as one Index.
+
+        A secret of ``names`` that does not exist is remembered as absent, so
+        committing it later expects it still absent.
         """
-        import filelock  # off the read path: only writers pay for it
+        whole = names is None
+        for name in names or ():
+            check_name(name)  # a bad name is a usage error, before any file is named
+        for attempt in range(RETRIES):
+            recipients = self.backend.recipients()
+            listed = self.backend.names() if names is None else sorted(set(names))
+            parts: dict[str, Part | None] = self.backend.secrets(listed)
+            try:
+                index = layout.join(
+                    recipients.data, {n: p.data for n, p in parts.items() if p is not None}
+                )
+            except IntegrityError:
+                # a commit of several files seen halfway (format.md section 1): read again
+                if attempt + 1 == RETRIES or self.backend.recipients() == recipients:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+                continue
+            index.origin[None] = (recipients.revision, recipients.data)
+            for n, p in parts.items():
+                index.origin[n] = None if p is None else (p.revision, p.data)
+            if whole:
+                index.names_read = [n for n, p in parts.items() if p is not None]
+            return index
+        raise AssertionError("unreachable")
 
-        if not (self.root.is_dir() and (creating or self.exists())):
-            raise NotFoundError(
-                f"no vault at '{self.root}'",
-                hint="create one with 'ossl-vault init' or pass --vault DIR",
-            )
-
-        lock = filelock.FileLock(str(self.root / LOCK), timeout=self.lock_timeout, mode=0o600)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise BusyError(
-                f"vault '{self.root}' is busy (lock not free after {self.lock_timeout:g} s)",
-                hint="another ossl-vault is writing; retry, or raise --lock-timeout",
-            ) from None
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR):
-                raise NotFoundError(f"no vault at '{self.root}'") from None
-            raise OperationError(f"cannot lock vault '{self.root}': {e.strerror}") from e
-        try:
-            yield
-        finally:
-            lock.release()
+    def read_secret(self, name: str) -> Index:
+        """The recipients and one secret: all a read or a write of one secret needs."""
+        return self.read_index([name])
 
     def commit(
         self, index: Index, blobs: dict[str, bytes], event: Event | list[Event] | None = None
     ) -> None:
-        """Under the lock: write new blobs, the audit record(s), then the index; drop garbage.
+        """Write what changed in ``index`` since it was read, its blobs and audit record.
 
-        The records go first, so a crash never leaves a change without one;
-        a record whose change did not land is marked by the next writer. A
-        change that touches several secrets (``mv``) gives one event each.
+        The driver writes it atomically, or raises ConflictError if a part it
+        was read from changed meanwhile. A change of several secrets (``mv``)
+        may give one event each.
         """
-        data = index.serialize()
-        try:
-            (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
-            for digest, blob in blobs.items():
-                atomic_write(self.root / BLOBS / digest, blob)
-            events = event if isinstance(event, list) else [event or Event(self.op)]
-            self._audit(events, sha256_hex(data))
-            atomic_write(self.index_path, data)
-            self.changes += 1
-        except OSError as e:
-            raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
-        self.collect_garbage(index)
+        recipients, secrets = layout.split(index)
+        events = event if isinstance(event, list) else [event or Event(self.op)]
+        change = Change(events[0], blobs=blobs, more_events=events[1:])
+        origin = index.origin
+        if None in origin:
+            rev, data = origin[None]  # type: ignore[misc]
+            change.expect_recipients = rev
+            if data != recipients:
+                change.recipients = recipients
+                if index.names_read is not None:
+                    change.expect_names = sorted(index.names_read)
+        else:  # a new vault
+            change.recipients = recipients
+        for name in sorted(set(secrets) | {n for n in origin if n is not None}):
+            new = secrets.get(name)
+            old = origin.get(name)
+            if name not in origin and index.names_read is None and None in origin:
+                raise RuntimeError(f"secret {name!r} was not read before it was changed")
+            change.expect_secrets[name] = None if old is None else old[0]
+            if (None if old is None else old[1]) != new:
+                change.secrets[name] = new
+                if old is not None:
+                    change.drop_blobs |= layout.blobs_of(old[1]) - layout.blobs_of(new or b"")
+        self.backend.commit(change)
+        self._refresh(index, recipients, secrets)
 
-    def _audit(self, events: list[Event], index_hash: str) -> None:
-        """Append a change's record; in 'required' mode a failure to log fails the change.
+    def _refresh(self, index: Index, recipients: bytes, secrets: dict[str, bytes]) -> None:
+        """After a commit the index is what the vault holds: commit it again safely."""
+        origin: dict[str | None, tuple[str, bytes] | None] = {
+            None: (sha256_hex(recipients), recipients)
+        }
+        for name in set(index.origin) - {None} | set(secrets):
+            data = secrets.get(name)  # type: ignore[arg-type]
+            origin[name] = None if data is None else (sha256_hex(data), data)
+        index.origin = origin  # type: ignore[assignment]
+        if index.names_read is not None:
+            index.names_read = sorted(secrets)
 
-        A record whose change never reached vault.tsv (a crash between the
-        two) is marked first by an "incomplete" record.
-        """
-        log = AuditLog(self.root)
-        mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
-        with self._audit_lock():
-            try:
-                if self.exists():
-                    current = sha256_hex(self.index_path.read_bytes())
-                    if log.last_change() not in (None, current):
-                        log.append(Event("incomplete", result="last-change-did-not-land"), current)
-                log.append_many([(e, index_hash) for e in events])
-                self.logged += len(events)
-            except OperationError:
-                if mode == "required":
-                    raise
-                self.audit_skipped += 1
+    def audit_state(self) -> bytes | dict[str, str]:
+        return self.backend.audit_state()
 
-    def log(self, event: Event) -> None:
-        """Record an operation that changed nothing (a read, a failure); return once durable.
-
-        Only the audit log's own lock is taken, so reads do not wait for
-        writers; records of concurrent reads in this process share one write
-        and one fsync (:class:`GroupCommit`).
-        """
-        if not self.exists():
-            raise NotFoundError(f"no vault at '{self.root}'")
-        pending = GROUP_COMMIT.submit(self, event)
-        if pending.error is not None:
-            try:  # each thread its own copy: one object raised in many threads mixes tracebacks
-                error = copy.copy(pending.error)
-            except Exception:
-                error = pending.error
-            raise error
-        if pending.skipped:
-            self.audit_skipped += 1
-        else:
-            self.logged += 1
-
-    def write_batch(self, batch: list[Pending]) -> None:
-        """Append the records of ``batch`` under the log's lock; each learns its outcome."""
-        error: VaultError | None = None
-        skipped = False
-        log = AuditLog(self.root)
-        try:
-            mode = log.mode()  # a missing or broken log is an integrity failure: fail closed
-            with self._audit_lock():
-                try:
-                    log.append_many([(p.event, "-") for p in batch])
-                except OperationError:
-                    if mode == "required":
-                        raise
-                    skipped = True
-        except VaultError as e:
-            error = e
-        for p in batch:
-            p.error, p.skipped = error, skipped
-
-    @contextmanager
-    def _audit_lock(self) -> Iterator[None]:
-        """Serialize appends to audit.log (taken inside the vault lock by writers)."""
-        import filelock
-
-        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise BusyError(f"the audit log of '{self.root}' is busy") from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def garbage(self, index: Index) -> list[Path]:
-        """Blobs no record names, and temporary files of dead writers."""
+    def strays(self, index: Index) -> list[str]:
+        """What fsck notes: blobs no version of ``index`` names, unfinished writes."""
         wanted = {v.blob for versions in index.versions.values() for v in versions}
-        found = []
-        for directory in (self.root, self.root / BLOBS):
-            try:
-                entries = list(os.scandir(directory))
-            except FileNotFoundError:
-                continue
-            for entry in entries:
-                stray = entry.name.startswith(TMP_PREFIX)
-                orphan = directory != self.root and entry.name not in wanted
-                if stray or orphan:
-                    found.append(Path(entry.path))
-        return found
-
-    def collect_garbage(self, index: Index) -> None:
-        """Remove what :meth:`garbage` lists; only a lock holder may call it."""
-        for path in self.garbage(index):
-            path.unlink(missing_ok=True)
-
-
-GROUP_COMMIT = GroupCommit()
+        return self.backend.strays(wanted)

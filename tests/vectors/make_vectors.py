@@ -50,7 +50,7 @@ def make_keys() -> None:
 
 def build(root: Path, recipients: list[str], passphrase: bool, password: bool,
           value: bytes) -> None:  # fmt: skip
-    v = Vault(str(root))
+    v = Vault(str(root), fmt="1")  # the format-1 vectors; make_v2_vectors.py splits some
     v.init([(r, loader.from_file(str(KEYS / f"TEST-ONLY-{r}.pub.pem"))) for r in recipients])
     if passphrase:
         sharing.add_passphrase(v, "backup", PASSPHRASE.encode())

@@ -1,0 +1,114 @@
+"""How the records of an index are split into parts (docs/format.md section 2.8).
+
+A part is a sorted run of record lines: the ``recipient`` lines, or every
+``secret``, ``wrap``, ``access`` and ``ledger`` line of one secret name. Format
+v1 keeps all parts in one file (``vault.tsv``); format v2 keeps
+``recipients.tsv`` and one file per secret. Storage drivers store parts as
+opaque bytes; this module turns them into an :class:`Index` and back, with
+the same strict checks as the v1 parser (each part sorted, unique, and holding
+only its own lines).
+"""
+
+from __future__ import annotations
+
+from ossl_vault.errors import FormatError, IntegrityError
+from ossl_vault.format.records import HEADER, MAGIC, Index, parse
+
+V2 = "2"
+V2_HEADER = f"{MAGIC}\t{V2}\n".encode("ascii")
+RECIPIENTS = "recipients.tsv"
+SECRET_KINDS = ("access", "ledger", "meta", "secret", "state", "wrap")  # a secret's own lines
+
+
+def _lines(index: Index) -> list[str]:
+    """Every record line of ``index``, sorted, with its newline."""
+    return index.serialize().decode("ascii").split("\n", 1)[1].splitlines(keepends=True)
+
+
+def split(index: Index) -> tuple[bytes, dict[str, bytes]]:
+    """(the recipient lines, {secret name: its lines}), each sorted as in vault.tsv."""
+    recipients: list[str] = []
+    secrets: dict[str, list[str]] = {}
+    for line in _lines(index):
+        kind, name, _ = line.split("\t", 2)
+        if kind == "recipient":
+            recipients.append(line)
+        else:
+            secrets.setdefault(name, []).append(line)
+    return "".join(recipients).encode("ascii"), {
+        name: "".join(lines).encode("ascii") for name, lines in secrets.items()
+    }
+
+
+def split_v1(data: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """The parts of a v1 vault.tsv, by their lines alone (parsing is :func:`join`'s)."""
+    text = data.decode("ascii", "replace")
+    first, _, rest = text.partition("\n")
+    if first + "\n" != HEADER:
+        parse(data)  # raises the v1 parser's own error for a bad header or version
+    recipients: list[str] = []
+    secrets: dict[str, list[str]] = {}
+    for line in rest.splitlines(keepends=True):
+        f = line.split("\t", 2)
+        if f[0] == "recipient":
+            recipients.append(line)
+        else:
+            secrets.setdefault(f[1] if len(f) > 1 else "", []).append(line)
+    return "".join(recipients).encode("ascii"), {
+        name: "".join(lines).encode("ascii") for name, lines in secrets.items()
+    }
+
+
+def _check_part(data: bytes, what: str, kinds: tuple[str, ...], name: str | None) -> list[str]:
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError(f"{what} is not ASCII") from None
+    if text and not text.endswith("\n"):
+        raise FormatError(f"{what} does not end with a newline")
+    lines = text.splitlines(keepends=True)
+    previous = ""
+    for number, line in enumerate(lines, start=1):
+        if line <= previous:
+            raise FormatError(f"{what} line {number} is out of order or repeated")
+        previous = line
+        f = line.split("\t", 2)
+        if f[0] not in kinds:
+            raise FormatError(f"{what} line {number} is a {f[0]!r} line, which belongs elsewhere")
+        if name is not None and (len(f) < 2 or f[1] != name):
+            raise IntegrityError(f"{what} line {number} belongs to another secret")
+    return lines
+
+
+def join(recipients: bytes, secrets: dict[str, bytes], where: str = "vault") -> Index:
+    """Parse parts into an Index; the v1 parser checks every line and link."""
+    lines = _check_part(recipients, f"{where} {RECIPIENTS}", ("recipient",), None)
+    for name, data in secrets.items():
+        if not data:
+            raise FormatError(f"the records of secret {name!r} are empty")
+        lines += _check_part(data, f"{where} secret {name!r}", SECRET_KINDS, name)
+    lines.sort()
+    return parse(HEADER.encode("ascii") + "".join(lines).encode("ascii"))
+
+
+def parse_v2_recipients(data: bytes) -> bytes:
+    """The recipient lines of a v2 recipients.tsv, after its header."""
+    if not data.startswith(V2_HEADER):
+        first = data.split(b"\n", 1)[0].split(b"\t")
+        if len(first) == 2 and first[0] == MAGIC.encode():
+            raise FormatError(
+                f"unsupported vault format version {first[1].decode('ascii', 'replace')!r}",
+                hint="it was written by another version of ossl-vault",
+            )
+        raise FormatError(f"not an ossl-vault {RECIPIENTS} (bad header)")
+    return data[len(V2_HEADER) :]
+
+
+def blobs_of(part: bytes) -> set[str]:
+    """The BLOB field of every ``secret`` line of a part (no full parse)."""
+    out = set()
+    for line in part.decode("ascii", "replace").splitlines():
+        f = line.split("\t")
+        if f[0] == "secret" and len(f) == 16:
+            out.add(f[13])
+    return out

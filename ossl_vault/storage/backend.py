@@ -1,0 +1,120 @@
+"""The storage interface every driver offers (docs/architecture.md, "Storage drivers").
+
+A driver stores *parts* as opaque bytes, each with a revision: the recipient
+lines, and one part per secret name (docs/format.md section 2.8). It also
+stores content-addressed blobs and appends audit records. The one way to
+change anything is :meth:`Backend.commit`: a :class:`Change` of the recipients
+and any number of secrets, applied atomically (all or nothing, even across a
+crash) and only if every part it names still has the revision the caller read
+(compare-and-swap). A concurrent change makes it raise :class:`ConflictError`
+and write nothing; the caller reads again and retries, or reports exit 6.
+
+Modelled on HashiCorp Vault's ``physical.Backend`` with its transactional
+variant, smaller: no prefixes, no generic keys, and the records' bytes and MACs
+are the format's, so every driver holds the same bytes (and ``export --bundle``
+moves them between drivers unchanged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ossl_vault.errors import BusyError
+from ossl_vault.format.fields import parse_name
+from ossl_vault.storage.audit import Event
+
+
+class ConflictError(BusyError):
+    """A part changed since it was read: the commit wrote nothing (exit 6 if not retried)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """The records of the recipients or of one secret: sorted lines, and their revision."""
+
+    data: bytes
+    revision: str  # hex(SHA-256(data)): drivers may store it, callers compare it
+
+
+@dataclass
+class Change:
+    """What one commit writes; ``expect`` holds the revisions the change was computed from.
+
+    ``secrets`` maps a name to its new lines, or to None to delete it.
+    ``expect_secrets`` maps a name to the revision read, None where it was
+    absent. ``recipients`` None leaves the recipients as they are;
+    ``expect_recipients`` None skips their check. ``drop_blobs`` are blobs
+    only the replaced versions named. ``expect_names``, when set, is every
+    secret name the change was computed from (a recipient change re-wraps
+    every secret: one added meanwhile would be missed).
+    """
+
+    event: Event
+    recipients: bytes | None = None
+    expect_recipients: str | None = None
+    secrets: dict[str, bytes | None] = field(default_factory=dict)
+    expect_secrets: dict[str, str | None] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    drop_blobs: set[str] = field(default_factory=set)
+    expect_names: list[str] | None = None  # the whole set of names read, when it matters
+    more_events: list[Event] = field(default_factory=list)  # a change of several secrets (mv)
+
+    def event_for(self, name: str) -> Event:
+        """The event a record of secret ``name`` carries (the first one, renamed, by default)."""
+        for e in [self.event, *self.more_events]:
+            if e.secret == name:
+                return e
+        return dataclasses.replace(self.event, secret=name, version="-")
+
+
+class Backend(Protocol):
+    """A vault's storage. Reads never take the write lock; every method may raise VaultError."""
+
+    location: str  # what error messages and audit tools call this vault
+    format: str  # "1" or "2" (directory), "sqlite"
+
+    def exists(self) -> bool:
+        """Whether a vault is here (NotFoundError from the readers otherwise)."""
+
+    def create(self) -> None:
+        """Make an empty vault; the first commit writes its recipients."""
+
+    def recipients(self) -> Part:
+        """The recipient lines (empty before the first commit)."""
+
+    def secret(self, name: str) -> Part | None:
+        """One secret's lines, or None when there is no such secret."""
+
+    def secrets(self, names: list[str]) -> dict[str, Part | None]:
+        """``secret`` of each name, at once (a whole-vault read: list, fsck)."""
+
+    def names(self) -> list[str]:
+        """Every secret name, sorted, without reading any record."""
+
+    def blob(self, digest: str) -> bytes:
+        """A blob's bytes, checked against their SHA-256 (IntegrityError otherwise)."""
+
+    def commit(self, change: Change) -> None:
+        """Apply ``change`` atomically with its audit records, or raise ConflictError."""
+
+    def log(self, event: Event) -> None:
+        """Append the record of an operation that changed nothing; return once durable."""
+
+    def locked(self, creating: bool = False) -> AbstractContextManager[None]:
+        """Hold the write lock across a read and its commit, so the commit cannot conflict."""
+
+    def audit_state(self) -> bytes | dict[str, str]:
+        """What the last changes' records must match (audit.verify's ``state``)."""
+
+    def strays(self, wanted: set[str]) -> list[str]:
+        """What fsck notes: blobs not in ``wanted``, unfinished writes (names only)."""
+
+
+def check_names(change: Change) -> None:
+    """Every secret name a change names is a valid one (format.md section 2): drivers call
+    it first, so no name can reach a path or a key it should not."""
+    for name in {*change.secrets, *change.expect_secrets}:
+        parse_name(name, "secret")

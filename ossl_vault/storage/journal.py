@@ -1,0 +1,148 @@
+"""Replacing several files of a vault directory at once (docs/format.md section 1).
+
+Each new file is first written in full in the vault's top directory
+(``.tmp.*``, fsync), so that whatever a crash leaves there is found without
+looking further. One file is then renamed into place. Several (a new blob
+and the secret's file that names it, say) are named first in a journal,
+``.commit`` (replaced atomically), one line per step, ``rename`` TAB TMP TAB
+TARGET or ``delete`` TAB TARGET, paths relative to the vault; then the steps
+run and the journal goes. A crash before the journal leaves the old state; one
+after it leaves a journal the next writer finishes (:func:`settle`), and a
+reader meanwhile reads each named file from its temporary file while that
+still exists (:func:`read`), so it sees the new state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ossl_vault.storage.files import atomic_write, fsync_dir, write_temp
+
+JOURNAL = ".commit"
+
+Step = tuple[str | None, str]  # (temporary file or None to delete, target), relative paths
+
+
+def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
+    """Write each new file's bytes to a durable temporary file in ``root``."""
+    steps: list[Step] = []
+    try:
+        for rel, data in writes:
+            if data is None:
+                steps.append((None, rel))
+                continue
+            make_parents(root, (root / rel).parent)
+            steps.append((write_temp(root, data).name, rel))
+    except BaseException:
+        discard(root, steps)
+        raise
+    return steps
+
+
+def write_unsynced(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it; the caller fsyncs its directory once for many."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def make_parents(root: Path, directory: Path) -> None:
+    """Make ``directory`` and its missing parents (0700), each durably."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        fsync_dir(d.parent)
+
+
+def discard(root: Path, steps: list[Step]) -> None:
+    """Remove the temporary files of a change that will not happen."""
+    for tmp, _ in steps:
+        if tmp is not None:
+            (root / tmp).unlink(missing_ok=True)
+
+
+def apply(root: Path, steps: list[Step]) -> None:
+    """Put staged files into place: one rename, or a journal and its steps."""
+    if not steps:
+        return
+    if len(steps) == 1:
+        _run(root, steps)
+        return
+    text = "".join(f"rename\t{t}\t{r}\n" if t else f"delete\t{r}\n" for t, r in steps)
+    atomic_write(root / JOURNAL, text.encode("ascii"))
+    _run(root, steps)
+    (root / JOURNAL).unlink()
+    fsync_dir(root)
+
+
+def _run(root: Path, steps: list[Step]) -> None:
+    touched: set[Path] = set()
+    for tmp, rel in steps:
+        target = root / rel
+        if tmp is None:
+            target.unlink(missing_ok=True)
+            touched.add(target.parent)
+        elif (root / tmp).exists():  # else a rolled-forward step that already ran
+            os.rename(root / tmp, target)
+            touched.add(target.parent)
+    for d in touched | {root}:
+        fsync_dir(d)
+    for tmp, rel in steps:  # directories a removed secret leaves empty
+        if tmp is None:
+            _prune(root, (root / rel).parent)
+
+
+def _prune(root: Path, directory: Path) -> None:
+    top = root / "secrets"
+    while directory != top and top in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
+
+
+def _steps(root: Path) -> list[Step] | None:
+    try:
+        text = (root / JOURNAL).read_text("ascii")
+    except FileNotFoundError:
+        return None
+    steps: list[Step] = []
+    for line in text.splitlines():
+        f = line.split("\t")
+        if f[0] == "rename" and len(f) == 3:
+            steps.append((f[1], f[2]))
+        elif f[0] == "delete" and len(f) == 2:
+            steps.append((None, f[1]))
+    return steps
+
+
+def settle(root: Path) -> None:
+    """Finish the journal a crashed writer left (caller holds the lock)."""
+    steps = _steps(root)
+    if steps is None:
+        return
+    _run(root, steps)
+    (root / JOURNAL).unlink(missing_ok=True)
+    fsync_dir(root)
+
+
+def read(root: Path, rel: str) -> bytes:
+    """A file's bytes as the newest commit leaves them (FileNotFoundError when absent)."""
+    if os.path.exists(root / JOURNAL):
+        for tmp, target in _steps(root) or []:
+            if target != rel:
+                continue
+            if tmp is None:
+                raise FileNotFoundError(rel)
+            try:
+                return (root / tmp).read_bytes()
+            except FileNotFoundError:
+                break  # already renamed: the target holds it
+    return (root / rel).read_bytes()
