@@ -62,12 +62,16 @@ class Change:
     expect_names: list[str] | None = None  # the whole set of names read, when it matters
     more_events: list[Event] = field(default_factory=list)  # a change of several secrets (mv)
 
-    def event_for(self, name: str) -> Event:
-        """The event a record of secret ``name`` carries (the first one, renamed, by default)."""
+    def records(self, bound: dict[str, str]) -> list[tuple[Event, str]]:
+        """The audit records of a change that left each file ``bound`` names ("-" for the
+        recipients, else a secret) with that INDEX (format.md section 7): the events in
+        their order, each with its own file's INDEX or "-", then the other files'."""
+        out = []
         for e in [self.event, *self.more_events]:
-            if e.secret == name:
-                return e
-        return dataclasses.replace(self.event, secret=name, version="-")
+            out.append((e, bound.pop(e.secret, "-")))
+        for name, index in sorted(bound.items()):
+            out.append((dataclasses.replace(self.event, secret=name, version="-"), index))
+        return out
 
 
 class Backend(Protocol):

@@ -236,18 +236,16 @@ class Directory(LockedLog):
         if change.expect_names is not None and self.names() != change.expect_names:
             raise ConflictError(f"secrets were added to '{self.root}' meanwhile", hint="retry")
         writes: list[tuple[str, bytes | None]] = []
-        records: list[tuple[Event, str]] = []
+        bound: dict[str, str] = {}
         if change.recipients is not None and V2 + change.recipients != raw:
             writes.append((layout.RECIPIENTS, V2 + change.recipients))
-            records.append((change.event, V2_PREFIX + sha256_hex(V2 + change.recipients)))
+            bound["-"] = V2_PREFIX + sha256_hex(V2 + change.recipients)
         for name, new in sorted(change.secrets.items()):
             new = new or None
             if new == current.get(name):
                 continue
             writes.append((secret_path(name), new))
-            records.append(
-                (change.event_for(name), V2_PREFIX + (sha256_hex(new) if new else EMPTY))
-            )
+            bound[name] = V2_PREFIX + (sha256_hex(new) if new else EMPTY)
         for path in self._garbage(None):  # what killed writers left (we hold the lock)
             path.unlink(missing_ok=True)
         # new blobs first (a file names them), blobs of dropped versions last, all one step
@@ -255,7 +253,7 @@ class Directory(LockedLog):
         dropped = [(f"{BLOBS}/{d}", None) for d in sorted(change.drop_blobs - set(change.blobs))]
         staged = journal.stage(self.root, blobs + writes + dropped)
         try:
-            self._audit(records or [(change.event, "-")], self._incomplete_v2)
+            self._audit(change.records(bound), self._incomplete_v2)
         except BaseException:
             journal.discard(self.root, staged)
             raise

@@ -154,19 +154,19 @@ class Sqlite(LockedLog):
                 raise ConflictError(f"secret {name!r} changed meanwhile", hint="retry")
         if change.expect_names is not None and self.names() != change.expect_names:
             raise ConflictError(f"secrets were added to '{self.root}' meanwhile", hint="retry")
-        records: list[tuple[Event, str]] = []
+        bound: dict[str, str] = {}
         writes: list[tuple[str, bytes | None]] = []
         if change.recipients is not None and (current is None or current.data != change.recipients):
             writes.append((RECIPIENTS, change.recipients))
-            records.append((change.event, binding(layout.V2_HEADER + change.recipients)))
+            bound["-"] = binding(layout.V2_HEADER + change.recipients)
         for name, new in sorted(change.secrets.items()):
             old = self._part(name)
             if (old.data if old else None) == (new or None):
                 continue
             writes.append((name, new or None))
-            records.append((change.event_for(name), binding(new or None)))
+            bound[name] = binding(new or None)
         # the records first, from what is committed: a crash before COMMIT leaves a record
-        self._audit(records or [(change.event, "-")], self._incomplete)
+        self._audit(change.records(bound), self._incomplete)
         for digest, blob in change.blobs.items():
             db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (digest, blob))
         for key, data in writes:

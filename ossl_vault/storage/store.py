@@ -161,7 +161,10 @@ class Store:
             if (None if old is None else old[1]) != new:
                 change.secrets[name] = new
                 if old is not None:
-                    change.drop_blobs |= layout.blobs_of(old[1]) - layout.blobs_of(new or b"")
+                    change.drop_blobs |= layout.blobs_of(old[1])
+        # a blob the change still names (mv keeps the versions under the new name) stays
+        for new in change.secrets.values():
+            change.drop_blobs -= layout.blobs_of(new or b"")
         self.backend.commit(change)
         self._refresh(index, recipients, secrets)
 
