@@ -14,7 +14,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCES = ["multi-success", "rsa-success", "passphrase-success", "password-success",
            "mac-flipped", "no-match", "rsa-wrap-flipped", "recipient-fpr-flipped",
-           "wrong-password"]  # fmt: skip
+           "wrong-password", "meta-state-success", "state-deleted-without-purge",
+           "meta-non-canonical"]  # fmt: skip
 
 
 def split(vault: bytes) -> dict[str, bytes]:
