@@ -22,8 +22,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ossl_vault.errors import BusyError
+from ossl_vault.errors import BusyError, IntegrityError
 from ossl_vault.format.fields import parse_name
+from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import Event
 
 
@@ -115,6 +116,15 @@ class Backend(Protocol):
 
     def strays(self, wanted: set[str]) -> list[str]:
         """What fsck notes: blobs not in ``wanted``, unfinished writes (names only)."""
+
+
+def checked_blob(digest: str, data: bytes | None) -> bytes:
+    """A blob's bytes as a driver found them (None: not found), checked against its name."""
+    if data is None:
+        raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing")
+    if sha256_hex(data) != digest:
+        raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
+    return data
 
 
 def check_names(change: Change) -> None:

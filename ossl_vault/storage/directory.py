@@ -29,7 +29,7 @@ from ossl_vault.format.records import HEADER
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage import journal
 from ossl_vault.storage.audit import V2_PREFIX, Event, binding
-from ossl_vault.storage.backend import Change, ConflictError, Part, check_names
+from ossl_vault.storage.backend import Change, ConflictError, Part, check_names, checked_blob
 from ossl_vault.storage.dirlog import LockedLog, no_vault
 from ossl_vault.storage.files import TMP_PREFIX, atomic_write, fsync_dir
 
@@ -158,14 +158,12 @@ class Directory(LockedLog):
 
     def blob(self, digest: str) -> bytes:
         try:
-            data = journal.read(self.root, f"{BLOBS}/{parse_fixed_hex(digest)}")
+            data: bytes | None = journal.read(self.root, f"{BLOBS}/{parse_fixed_hex(digest)}")
         except FileNotFoundError:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing") from None
+            data = None
         except OSError as e:
             raise OperationError(f"cannot read blob {digest[:16]}...: {e.strerror}") from e
-        if sha256_hex(data) != digest:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
-        return data
+        return checked_blob(digest, data)
 
     # -- committing --------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ossl_vault.format import layout
 from ossl_vault.format.fields import parse_name
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import V2_PREFIX, Event, binding
-from ossl_vault.storage.backend import Change, ConflictError, Part, check_names
+from ossl_vault.storage.backend import Change, ConflictError, Part, check_names, checked_blob
 from ossl_vault.storage.dirlog import LockedLog, no_vault
 
 DATABASE = "vault.sqlite"
@@ -119,12 +119,7 @@ class Sqlite(LockedLog):
 
     def blob(self, digest: str) -> bytes:
         rows = self._query("SELECT data FROM blobs WHERE digest = ?", (digest,))
-        if not rows:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... is missing")
-        data = bytes(rows[0][0])  # type: ignore[arg-type]
-        if sha256_hex(data) != digest:
-            raise IntegrityError(f"ciphertext blob {digest[:16]}... does not match its hash")
-        return data
+        return checked_blob(digest, bytes(rows[0][0]) if rows else None)  # type: ignore[arg-type]
 
     def commit(self, change: Change) -> None:
         check_names(change)
