@@ -222,3 +222,42 @@ def need(ok: bool, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} (CI must have it: scripts/install-test-deps)")
     pytest.skip(what)
+
+
+def run_pty(
+    argv: list[str], env: dict[str, str], answers: tuple[tuple[bytes, bytes], ...] = ()
+) -> tuple[int, bytes]:
+    """Run ``argv`` with a pty as its terminal (stdin, stdout, stderr): (exit code, all it
+    wrote). Each (prompt, reply) of ``answers`` is typed once ``prompt`` has appeared."""
+    import pty
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        os.execve(argv[0], argv, env)
+    seen = b""
+    deadline = time.monotonic() + 60
+    for prompt, reply in answers:
+        while prompt not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += os.read(fd, 4096)
+        os.write(fd, reply)
+    import select
+
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:  # waiting on a prompt nobody answers: end it, and say so
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            raise AssertionError(f"no exit within the deadline: {seen!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen

@@ -7,7 +7,7 @@ import json
 import click
 
 from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx
-from ossl_vault.errors import AccessDenied, IntegrityError, UsageError
+from ossl_vault.errors import AccessDenied, IntegrityError, NotFoundError, UsageError
 from ossl_vault.storage import audit
 
 
@@ -68,6 +68,9 @@ def audit_cmd(
         return
     records = log.records()
     name = args[0] if args else None
+    if name is not None and name not in vault.store.read_index().versions:
+        if not any(r.secret == name for r in records):  # a typo, not an empty history
+            raise NotFoundError(f"no secret {name!r} in the vault or its audit log")
     rows = [
         r
         for r in records

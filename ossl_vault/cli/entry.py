@@ -2,11 +2,12 @@
 
 A script that calls ``ossl-vault get NAME`` in a loop pays Python's start-up
 each time, and most of the rest is importing the CLI (click, the vault code).
-With an agent running (``$OSSL_VAULT_AGENT``), a plain read -- the global
-options ``--vault``, ``--identity``/``-i`` and ``--lock-timeout``, then ``get
-NAME`` with at most ``--version N`` -- is asked of the agent first, importing
-only the standard library's socket and json. The agent checks, decrypts and
-records the read exactly as for any client (docs/protocol.md). Any other
+With an agent running (``$OSSL_VAULT_AGENT``), a plain read -- ``get NAME``
+with at most ``--version N`` and the global options ``--vault``,
+``--identity``/``-i`` and ``--lock-timeout`` before or after it -- is asked
+of the agent first, importing only the standard library's socket and json.
+The agent checks, decrypts and records the read exactly as for any client
+(docs/protocol.md). Any other
 command line, no agent, or an answer that means "read it yourself" goes to
 the full CLI, which then does not ask the agent a second time.
 """
@@ -24,45 +25,49 @@ _GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
 
 
 def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
-    """(vault, name, version) of ``[globals] get NAME [--version N]``; None for anything else."""
+    """(vault, name, version) of ``get NAME [--version N]`` with the global options
+    before or after ``get``; None for anything else (the full CLI then says what)."""
     vault = None
     given = set()
-    i = 0
-    while i < len(argv) and argv[i] != "get":
-        option, eq, value = argv[i].partition("=")
-        if option not in _GLOBAL or (option == "-i" and eq):
-            return None
-        given.add(option)
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            i, value = i + 1, argv[i + 1]
-        if _GLOBAL[option] == "vault":
-            if not value:
-                return None
-            vault = value
-        elif _GLOBAL[option] == "lock-timeout" and not _is_float(value):
-            return None  # the CLI says what is wrong with it
-        i += 1
-    rest = argv[i + 1 :]
-    if i >= len(argv) or not rest or rest[0].startswith("-"):
-        return None
-    name, options = rest[0], rest[1:]
+    words: list[str] = []
     number = None
-    if options:
-        if len(options) == 1 and options[0].startswith("--version="):
-            options = ["--version", options[0].partition("=")[2]]
-        if len(options) != 2 or options[0] != "--version":
+    i = 0
+    while i < len(argv):
+        option, eq, value = argv[i].partition("=")
+        if option in _GLOBAL or (option == "--version" and len(words) == 2):
+            if option == "-i" and eq:
+                return None
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                i, value = i + 1, argv[i + 1]
+            if option == "--version":
+                if number is not None or not _is_number(value):
+                    return None
+                number = int(value)
+            elif _GLOBAL[option] == "vault":
+                if not value:
+                    return None
+                vault = value
+            elif _GLOBAL[option] == "lock-timeout" and not _is_float(value):
+                return None  # the CLI says what is wrong with it
+            given.add(option)
+        elif argv[i].startswith("-") or len(words) >= 2:
             return None
-        text = options[1]
-        if not (text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10):
-            return None
-        number = int(text)
+        else:
+            words.append(argv[i])
+        i += 1
+    if len(words) != 2 or words[0] != "get":
+        return None
     timeout = os.environ.get("OSSL_VAULT_LOCK_TIMEOUT")
     if "--lock-timeout" not in given and timeout and not _is_float(timeout):
         return None  # the CLI says what is wrong with it
     vault = vault or os.environ.get("OSSL_VAULT_DIR") or paths.default_vault()
-    return vault, name, number
+    return vault, words[1], number
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10
 
 
 def _is_float(text: str) -> bool:

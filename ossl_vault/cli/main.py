@@ -19,20 +19,31 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    Progress,
+    bulk_options,
     complete_recipients,
     complete_secret,
     fail,
     note,
     pass_ctx,
     password_source,
+    passwords_of,
     quiet_option,
     reader_options,
     split_names,
+    summary,
     warn,
+    with_globals,
     with_quiet,
 )
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
-from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
+from ossl_vault.errors import (
+    USAGE,
+    AccessDenied,
+    IntegrityError,
+    UsageError,
+    VaultError,
+)
 from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.storage import paths
@@ -81,7 +92,7 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attr)
         else:
             command = super().get_command(ctx, cmd_name)
-        return with_quiet(command) if command is not None else None
+        return with_globals(with_quiet(command)) if command is not None else None
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,10 +120,21 @@ class LazyGroup(click.Group):
     help="How long a writer waits for the vault lock (default 60).",
 )
 @quiet_option
+@click.option("--verbose", "-v", is_flag=True, help="Per-secret lines from bulk commands.")
+@click.option(
+    "--key-passphrase-file",
+    metavar="FILE",
+    help="Passphrase of encrypted PEM identities (first line); else asked once on a terminal.",
+)
 @click.version_option(__version__, prog_name="ossl-vault")
 @click.pass_context
 def main_group(
-    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+    ctx: click.Context,
+    vault: str,
+    identity: tuple[str, ...],
+    lock_timeout: float | None,
+    verbose: bool,
+    key_passphrase_file: str | None,
 ) -> None:
     """Keep small secrets encrypted on disk with the openssl command line.
 
@@ -121,7 +143,8 @@ def main_group(
     recover any secret with openssl alone.
     """
     os.umask(0o077)
-    ctx.obj = Context(vault, identity, lock_timeout)
+    ctx.obj = Context(vault, identity, lock_timeout, verbose)
+    ctx.obj.key_passphrase_file = key_passphrase_file
     _INVOKED.append(ctx.obj)
 
 
@@ -188,6 +211,7 @@ def init(
     "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
 )
 @click.option("--password-file", metavar="FILE", help="Add a per-secret password from FILE.")
+@click.option("--allow-empty", is_flag=True, help="Store an empty value (else refused).")
 @pass_ctx
 def put(
     obj: Context,
@@ -198,6 +222,7 @@ def put(
     password_file: str | None,
     meta: tuple[str, ...],
     expires: str | None,
+    allow_empty: bool,
 ) -> None:
     """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
     info: dict[str, str | None] = {}
@@ -208,6 +233,9 @@ def put(
         info = lifecycle.parse_meta(meta)
         when = False if expires is None else lifecycle.parse_expiry(expires)
     value = sources.read_value(from_file, name)
+    if not value and not allow_empty:  # as from cron's </dev/null, or Enter at the prompt
+        where = f"file {from_file!r}" if from_file is not None else "the value"
+        raise UsageError(f"{where} is empty: nothing stored", hint="give --allow-empty to store it")
     password = sources.secret_source(password_file, ask_password, "password", confirm=True)
     number = obj.vault().put(name, value, split_names(to), password, info, when)
     note(f"stored {name!r} version {number}")
@@ -332,20 +360,31 @@ def rm(obj: Context, name: str, keep_days: int) -> None:
 
 @main_group.command(epilog=EPILOG)
 @click.argument("names", nargs=-1)
-@reader_options
+@bulk_options
 @pass_ctx
 def rotate(
     obj: Context,
     names: tuple[str, ...],
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
-    """Re-encrypt secrets (all by default) under fresh data keys, as new versions."""
+    """Re-encrypt secrets (all by default) under fresh data keys, as new versions,
+    in one commit: all of them or, if one cannot be opened, none."""
+    from ossl_vault.ops import bulk
+
     ids = obj.identities(passphrase_file, ask_passphrase)
-    done = obj.vault().rotate(list(names), ids, password_source(password_file))
-    for name, number in done:
-        note(f"rotated {name!r} to version {number}")
+    vault = obj.vault()
+    bar = Progress("rotate", len(names) or len(vault.store.read_index().versions))
+    try:
+        result = bulk.rotate(
+            vault, list(names) or None, ids, passwords_of(password_files),
+            skip_unreadable, bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    summary("rotate", result, obj.verbose, None, "run it again with their passwords or identities")
 
 
 @main_group.command(epilog=EPILOG)
@@ -372,7 +411,17 @@ def fsck(
             click.echo(f"{level}: {message}", err=True)
     if errors:
         raise IntegrityError(f"{errors} record(s) failed the check")
-    note("vault is consistent")
+    unchecked = sum(1 for _, message in problems if "MAC not checked" in message)
+    total = sum(len(vs) for vs in obj.vault().store.read_index().versions.values())
+    if total and unchecked == total:  # blobs hashed, but no MAC: no assurance to give
+        raise AccessDenied(
+            f"no record's MAC could be checked ({total} record(s)): no usable identity",
+            hint="give --identity with a recipient's key",
+        )
+    how = f"MACs of {total - unchecked} of {total} record(s) checked"
+    if unchecked:
+        how += f", {unchecked} not (no usable identity)"
+    note(f"vault is consistent: {how}")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

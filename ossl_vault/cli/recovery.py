@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx, password_source
+from ossl_vault.cli.common import EPILOG, Context, Progress, note, pass_ctx, password_source
 from ossl_vault.errors import AccessDenied, NotFoundError, UsageError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.seal import Identities
 from ossl_vault.keys import loader
-from ossl_vault.ops import recovery, sharing, sources
+from ossl_vault.ops import recovery, sources
 from ossl_vault.ops.recovery import RecoveryKey
 
 
@@ -166,7 +166,13 @@ def split(
     outputs = Outputs(count, threshold, out_dir, to_cert)
     ids = obj.identities(passphrase_file, ask_passphrase)
     rk = recovery.new_key()
-    added = commit_with(outputs, rk, lambda: recovery.attach(vault, rk, ids, not skip_unreadable))
+    bar = Progress("recovery split", len(vault.store.read_index().versions))
+    try:
+        added = commit_with(
+            outputs, rk, lambda: recovery.attach(vault, rk, ids, not skip_unreadable, bar)
+        )
+    finally:
+        bar.close()
     assert isinstance(added, recovery.Added)
     note(
         f"added recipient {recovery.NAME!r} (key-check {rk.fingerprint[:16]}) "
@@ -288,7 +294,11 @@ def combine(
             sys.stdout.flush()
     elif add_recipient:
         assert key is not None
-        added = recovery.add_everywhere(vault, add_recipient[0], key, ids, default, False)
+        bar = Progress("add recipient", len(vault.store.read_index().versions))
+        try:
+            added = recovery.add_everywhere(vault, add_recipient[0], key, ids, default, False, bar)
+        finally:
+            bar.close()
         note(
             f"added recipient {added.recipient.name!r} ({added.recipient.kind}, "
             f"{added.recipient.fingerprint[:16]}); wrapped {len(added.secrets)} secret(s) for it"
@@ -300,13 +310,9 @@ def combine(
                 err=True,
             )
     elif do_rekey:
-        counts: dict[str, int] = {}
-        for step in sharing.rekey(vault, ids, password_source(password_file)):
-            counts[step.action] = counts.get(step.action, 0) + 1
-            if step.action != "ok":
-                note(f"{step.name!r}: {step.action} {step.detail}".rstrip())
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no secrets"
-        note(f"rekey done: {summary}")
+        from ossl_vault.cli.recipients import run_rekey
+
+        run_rekey(obj, vault, ids, password_source(password_file), False)
     elif print_key:
         obj.log_read([rk.fingerprint])
         click.echo(rk.key.hex())

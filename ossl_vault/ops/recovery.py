@@ -14,7 +14,7 @@ reference implementation); docs/recovery.md tells the whole procedure.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,7 +242,11 @@ class Added:
 
 
 def _open_all(
-    vault: Vault, index: Index, ids: Identities, names: Iterable[str]
+    vault: Vault,
+    index: Index,
+    ids: Identities,
+    names: Iterable[str],
+    progress: Callable[[str, str], None] | None = None,
 ) -> tuple[dict[str, tuple[bytes, bytes]], list[str]]:
     """Data key and ciphertext of each secret's newest version; and those we cannot open."""
 
@@ -253,8 +257,12 @@ def _open_all(
             return None
 
     names = sorted(names)
+    results = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(one, names))
+        for name, result in zip(names, pool.map(one, names), strict=True):
+            results.append(result)
+            if progress is not None:
+                progress(name, "opened" if result else "skipped")
     opened = {n: r for n, r in zip(names, results, strict=True) if r is not None}
     return opened, [n for n, r in zip(names, results, strict=True) if r is None]
 
@@ -266,6 +274,7 @@ def add_everywhere(
     ids: Identities,
     default: bool = True,
     require_all: bool = True,
+    progress: Callable[[str, str], None] | None = None,
 ) -> Added:
     """Add a recipient and wrap the newest version of every secret for it, in one commit.
 
@@ -277,7 +286,7 @@ def add_everywhere(
     index = vault.store.read_index()
     before = index.serialize()
     r = edits.add_key(index, name, key, default)
-    opened, skipped = _open_all(vault, index, ids, index.versions)
+    opened, skipped = _open_all(vault, index, ids, index.versions, progress)
     if skipped and require_all:
         shown = ", ".join(repr(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         raise AccessDenied(
@@ -293,11 +302,18 @@ def add_everywhere(
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed meanwhile", hint="run it again")
-        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
+        events = [vault.event(s, index.versions[s][-1].version, [r.fingerprint]) for s in opened]
+        vault.store.commit(index, {}, [*events, vault.event(keys=[r.fingerprint])])
     return Added(r, sorted(opened), skipped)
 
 
-def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = True) -> Added:
+def attach(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    require_all: bool = True,
+    progress: Callable[[str, str], None] | None = None,
+) -> Added:
     """Make ``rk`` the vault's recovery key: a default recipient of every secret."""
     existing = find(vault.store.read_index())
     if existing is not None:
@@ -305,7 +321,7 @@ def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = T
             f"this vault already has a recovery key (recipient {existing.name!r})",
             hint="make new shares with 'ossl-vault recovery rotate'",
         )
-    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all)
+    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all, progress)
 
 
 def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:

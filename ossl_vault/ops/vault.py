@@ -69,6 +69,7 @@ class Vault:
             if self.store.exists():
                 raise UsageError(f"a vault already exists at '{self.store.root}'")
             AuditLog(self.store.root).create(audit_mode, auto_checkpoint)
+            self.store.write_gitignore()
             fprs = tuple(r.fingerprint for r in index.recipients.values())
             self.store.commit(index, {}, Event("init", keys=fprs))
 
@@ -133,7 +134,11 @@ class Vault:
             numbers = {name: edits.add_version(index, name, s) for name, s in sealed.items()}
             if to:
                 index.access.update({name: tuple(r.name for r in wanted) for name in sealed})
-            self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
+            events = [
+                self.event(name, numbers[name], [w.fingerprint for w in s.wraps])
+                for name, s in sealed.items()
+            ]
+            self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()}, events)
         return numbers
 
     def _commit_version(
@@ -270,45 +275,6 @@ class Vault:
             )
         return rows
 
-    def rotate(
-        self, names: list[str] | None, ids: Identities, password: PasswordSource | None = None
-    ) -> list[tuple[str, int]]:
-        """Re-encrypt the current value of each secret under a fresh data key."""
-        index = self.store.read_index()
-        targets = names or sorted(n for n in index.versions if n not in deleted_names(index))
-        return [(n, self.reencrypt(n, ids, None, password)) for n in targets]
-
-    def reencrypt(
-        self,
-        name: str,
-        ids: Identities,
-        recipients: list[str] | None,
-        password: PasswordSource | None = None,
-        set_access: bool = False,
-    ) -> int:
-        """A new version holding the current value under a fresh data key.
-
-        For ``recipients`` (default: the current ones); ``set_access`` makes
-        that list the secret's own. The ledger marks the version "same".
-        """
-        index = self.store.read_index()
-        v = self.version(name, None, index)
-        given = None
-        if v.password is not None:
-            given = password(name) if password else None
-        value = decrypt(v, *self.open(index, v, ids), lambda _n: given)
-        to = recipients if recipients is not None else list(v.recipients)
-        to = [n for n in to if n in index.recipients]
-        if not to:
-            raise UsageError(f"secret {name!r} would have no reader left")
-        sealed = seal(value, [index.recipients[n] for n in to], given)
-        with self.store.locked():
-            index = self.store.read_index()
-            if self.version(name, None, index).version != v.version:
-                raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
-            if set_access:
-                index.access[name] = tuple(sorted(to))
-            return self._commit_version(index, name, sealed, "same")
 
     def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
         """Check every version without decrypting: [(level, message)], level error|note."""

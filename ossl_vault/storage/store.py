@@ -27,13 +27,15 @@ from ossl_vault.errors import (
 from ossl_vault.format.records import Index, parse
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+from ossl_vault.storage.files import TMP_PREFIX, atomic_write, atomic_write_many
 
 INDEX = "vault.tsv"
 BLOBS = "blobs"
 LOCK = ".lock"
 AUDIT_LOCK = ".audit.lock"
 DEFAULT_LOCK_TIMEOUT = 60.0
+GITIGNORE = ".gitignore"
+IGNORED = f"{LOCK}\n{AUDIT_LOCK}\n{TMP_PREFIX}*\n"  # what a git repository of a vault leaves out
 
 
 class Pending:
@@ -120,6 +122,12 @@ class Store:
         except OSError as e:
             raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
 
+    def write_gitignore(self) -> None:
+        """The lock files and unfinished writes are not for git (docs/teams.md)."""
+        path = self.root / GITIGNORE
+        if not path.exists():
+            atomic_write(path, IGNORED.encode())
+
     def read_index(self) -> Index:
         """Parse vault.tsv; NotFoundError when there is no vault."""
         try:
@@ -184,14 +192,14 @@ class Store:
 
         The records go first, so a crash never leaves a change without one;
         a record whose change did not land is marked by the next writer. A
-        change that touches several secrets (``mv``) gives one event each.
+        change that touches several secrets (``mv``, a bulk command) gives one
+        event each: all carry the same index hash.
         """
         data = index.serialize()
+        events = event if isinstance(event, list) else [event or Event(self.op)]
         try:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
-            for digest, blob in blobs.items():
-                atomic_write(self.root / BLOBS / digest, blob)
-            events = event if isinstance(event, list) else [event or Event(self.op)]
+            atomic_write_many(self.root / BLOBS, blobs)
             self._audit(events, sha256_hex(data))
             atomic_write(self.index_path, data)
             self.changes += 1
@@ -218,7 +226,7 @@ class Store:
             except OperationError:
                 if mode == "required":
                     raise
-                self.audit_skipped += 1
+                self.audit_skipped += len(events)
 
     def log(self, event: Event) -> None:
         """Record an operation that changed nothing (a read, a failure); return once durable.
