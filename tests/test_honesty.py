@@ -1,5 +1,5 @@
-"""No false assurance (issue 9): fsck's count, exit codes that match the table, rm's
-question on a terminal, init's .gitignore (a reused recipient name: test_cli.py)."""
+"""No false assurance (issue 9): fsck's count, exit codes that match the table,
+init's .gitignore (a reused recipient name: test_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import CLI, VaultDir, assert_error, need, run_pty
+from conftest import VaultDir, assert_error, need
 
 
 def test_fsck_without_a_usable_identity_is_not_consistent(vault: VaultDir) -> None:
@@ -35,22 +35,6 @@ def test_exit_codes_follow_the_table(vault: VaultDir, tmp_path: Path) -> None:
     vault.ok("audit", "a")  # removed, but it has a history: not "not found"
     assert_error(vault.run("list", "--exposed-to", "nobody"), 3, "'nobody'")
     vault.ok("list", "--exposed-to", "host")  # a recipient who can read nothing now: 0
-
-
-def test_rm_asks_on_a_terminal(vault: VaultDir) -> None:
-    vault.ok("put", "a", input=b"1")
-    vault.ok("put", "a", input=b"2")
-    argv = [*CLI, "--vault", str(vault.path), "rm", "a"]
-    rc, seen = run_pty(argv, vault.env, ((b"remove 'a' and its 2 version(s)? [y/N]", b"n\n"),))
-    assert rc == 2 and b"'a' not removed" in seen, seen
-    assert vault.ok("get", "a").out == b"2"
-    rc, seen = run_pty(argv, vault.env, ((b"[y/N]", b"y\n"),))
-    assert rc == 0 and b"removed 'a' (2 version(s))" in seen, seen
-    vault.ok("put", "b", input=b"1")
-    rc, seen = run_pty([*argv[:-1], "b", "-f"], vault.env)
-    assert rc == 0 and b"[y/N]" not in seen, seen
-    vault.ok("put", "c", input=b"1")
-    vault.ok("rm", "c")  # not a terminal (scripts): no question
 
 
 def test_init_writes_a_gitignore_for_the_lock_files(vault: VaultDir, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from ossl_vault.format.seal import RANDOM_LEN, Identities, PasswordSource, Seale
 from ossl_vault.format.wrapping import wrap
 from ossl_vault.openssl import crypto
 from ossl_vault.ops import edits
-from ossl_vault.ops.vault import Vault
+from ossl_vault.ops.vault import Vault, deleted_names
 from ossl_vault.storage.audit import Event
 
 ATTEMPTS = 3  # how often a secret changed underneath is redone before giving up
@@ -246,7 +246,8 @@ def rotate(
 
     def plan(index: Index) -> tuple[list[Job], list[tuple[str, str]]]:
         jobs = []
-        for name in names or sorted(index.versions):
+        gone = deleted_names(index)  # soft-deleted secrets rest as they are
+        for name in names or sorted(n for n in index.versions if n not in gone):
             v = vault.version(name, None, index)
             to = tuple(n for n in v.recipients if n in index.recipients)
             if not to:

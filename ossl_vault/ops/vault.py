@@ -275,7 +275,6 @@ class Vault:
             )
         return rows
 
-
     def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
         """Check every version without decrypting: [(level, message)], level error|note."""
         index = self.store.read_index()
