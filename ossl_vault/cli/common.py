@@ -214,11 +214,13 @@ def split_names(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def warn_expiring(index: Index) -> None:
+def warn_expiring(index: Index, only: set[str] | None = None) -> None:
     """A warning line per recipient certificate expired or expiring within 30 days."""
     from ossl_vault.ops.sharing import expiring
 
     for name, days, when in expiring(index):
+        if only is not None and name not in only:
+            continue
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
         warn(f"certificate of recipient {name!r} {state}")
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

@@ -8,6 +8,7 @@ line, and an exit code from :mod:`ossl_vault.errors`.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import NoReturn
@@ -45,6 +46,7 @@ from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.storage import paths
 
+MAX_LOCK_TIMEOUT = 86400
 _INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
 
 
@@ -114,7 +116,8 @@ class LazyGroup(click.Group):
     type=float,
     envvar="OSSL_VAULT_LOCK_TIMEOUT",
     metavar="SECONDS",
-    help="How long a writer waits for the vault lock (default 60).",
+    callback=lambda _ctx, _param, value: check_lock_timeout(value),
+    help="How long a writer waits for the vault lock: 0 to 86400 (default 60).",
 )
 @quiet_option
 @click.version_option(__version__, prog_name="ossl-vault")
@@ -131,6 +134,13 @@ def main_group(
     os.umask(0o077)
     ctx.obj = Context(vault, identity, lock_timeout)
     _INVOKED.append(ctx.obj)
+
+
+def check_lock_timeout(value: float | None) -> float | None:
+    """A finite number of seconds, 0 to a day: -1 would wait forever, nan breaks the lock."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
+        raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
+    return value
 
 
 @main_group.command(epilog=EPILOG)
@@ -231,7 +241,13 @@ def put(
 
 @main_group.command(epilog=EPILOG)
 @click.argument("name", shell_complete=complete_secret)
-@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option(
+    "--out",
+    metavar="FILE",
+    help="Write the value to FILE instead of stdout: a new or regular file is replaced "
+    "atomically (0600); an existing FIFO or character device (/dev/stdout, a named pipe) "
+    "is written into, never replaced; anything else is refused.",
+)
 @click.option(
     "--field",
     metavar="KEY",

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx, password_source
-from ossl_vault.errors import AccessDenied, NotFoundError, UsageError
+from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.seal import Identities
 from ossl_vault.keys import loader
@@ -88,9 +88,15 @@ class Outputs:
             )
             self.paths = recovery.prepare_files(out_dir, names)
         self.texts: list[str] = []
+        self.printed = False
 
     def make(self, rk: RecoveryKey) -> None:
-        """Split the key; write the files (encrypted to each cert with --to-cert)."""
+        """Split the key; write the files as NAME.partial (encrypted to each cert with --to-cert).
+
+        A file keeps its .partial name until the vault holds the key: a split
+        killed before its commit leaves only .partial files, which rebuild
+        nothing (their key-check is not the vault's, 'recovery status' shows).
+        """
         mnemonics = recovery.make_shares(rk, self.threshold, self.count)
         self.texts = [
             recovery.share_text(m, i, self.count, self.threshold, rk.fingerprint)
@@ -103,19 +109,36 @@ class Outputs:
             data = [
                 recovery.encrypt_to_cert(d, c) for d, (_, c) in zip(data, self.certs, strict=True)
             ]
-        recovery.write_files(dict(zip(self.paths, data, strict=True)))
+        recovery.write_files(dict(zip(self.partials, data, strict=True)))
+
+    @property
+    def partials(self) -> list[Path]:
+        return [p.with_name(p.name + recovery.PARTIAL) for p in self.paths]
 
     def undo(self) -> None:
-        recovery.remove_files(self.paths)
+        recovery.remove_files(self.partials)
+
+    def print_shares(self) -> None:
+        """Stdout mode, before the commit: a vault must never hold a key whose shares
+        were not delivered (a full disk or a closed pipe stops the split here)."""
+        if self.paths or self.printed:
+            return
+        try:
+            sys.stdout.write("\n".join(self.texts))
+            sys.stdout.flush()
+        except OSError as e:
+            raise OperationError(
+                f"cannot print the shares: {e.strerror or e}; the vault is unchanged"
+            ) from None
+        self.printed = True
 
     def deliver(self) -> None:
-        """After the commit: print the shares (stdout mode), or say where they are."""
+        """After the commit: name the files (renamed into place now), or the printed shares."""
         if self.paths:
+            recovery.finish_files(dict(zip(self.partials, self.paths, strict=True)))
             how = "encrypted to each certificate, " if self.certs else ""
             note(f"wrote {self.count} share(s), {how}to {', '.join(str(p) for p in self.paths)}")
         else:
-            click.echo("\n".join(self.texts), nl=False)
-            sys.stdout.flush()
             note(
                 f"the {self.count} shares above are shown once and kept nowhere: "
                 "give each to its holder now"
@@ -124,9 +147,17 @@ class Outputs:
 
 
 def commit_with(outputs: Outputs, rk: RecoveryKey, action: Callable[[], object]) -> object:
+    """Shares made and delivered (or written as .partial files), then the commit."""
     outputs.make(rk)
     try:
         result = action()
+    except VaultError as e:
+        outputs.undo()
+        if outputs.printed:
+            raise type(e)(
+                e.message, hint="the shares printed above rebuild nothing: discard them"
+            ) from None
+        raise
     except BaseException:
         outputs.undo()
         raise
@@ -166,7 +197,11 @@ def split(
     outputs = Outputs(count, threshold, out_dir, to_cert)
     ids = obj.identities(passphrase_file, ask_passphrase)
     rk = recovery.new_key()
-    added = commit_with(outputs, rk, lambda: recovery.attach(vault, rk, ids, not skip_unreadable))
+    added = commit_with(
+        outputs,
+        rk,
+        lambda: recovery.attach(vault, rk, ids, not skip_unreadable, outputs.print_shares),
+    )
     assert isinstance(added, recovery.Added)
     note(
         f"added recipient {recovery.NAME!r} (key-check {rk.fingerprint[:16]}) "
@@ -355,7 +390,7 @@ def rotate(
 
     def action() -> list[str]:
         try:
-            return recovery.replace_key(vault, rk, ids)
+            return recovery.replace_key(vault, rk, ids, outputs.print_shares)
         except AccessDenied as e:
             raise AccessDenied(
                 e.message,

@@ -23,11 +23,14 @@ def add_key(
     key: pubkeys.PublicKey,
     default: bool,
     private: bytes | None = None,
+    reuse_name: bool = False,
 ) -> Recipient:
+    """A new recipient in ``index``; ``reuse_name``: a name older versions still label
+    is taken anyway (their wraps keep the old key's FPR, as after a renewal)."""
     check_recipient_name(name)
     if name in index.recipients:
         raise UsageError(f"recipient {name!r} already exists")
-    if any(name in v.recipients for vs in index.versions.values() for v in vs):
+    if not reuse_name and any(name in v.recipients for vs in index.versions.values() for v in vs):
         raise UsageError(
             f"recipient name {name!r} still labels wraps of older versions",
             hint="choose another name (a removed recipient's name is kept in history)",

@@ -14,7 +14,7 @@ reference implementation); docs/recovery.md tells the whole procedure.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ KEY_LEN = 32
 MAX_SHARES = 16  # SLIP-39: at most 16 members in a group
 ITERATION_EXPONENT = 1  # SLIP-39 encryption: 4 rounds of PBKDF2 with 20000 iterations each
 MISMATCH = "these shares do not rebuild this vault's recovery key"
+PARTIAL = ".partial"  # a share file's name until the vault holds its key
 
 
 @dataclass(frozen=True)
@@ -266,17 +267,21 @@ def add_everywhere(
     ids: Identities,
     default: bool = True,
     require_all: bool = True,
+    before_commit: Callable[[], None] | None = None,
+    reuse_name: bool = False,
 ) -> Added:
     """Add a recipient and wrap the newest version of every secret for it, in one commit.
 
     Secrets with their own recipient list get it added there too, so
     ``rekey`` and later versions keep it. ``require_all``: refuse when the
-    identities cannot open some secret (else skip those).
+    identities cannot open some secret (else skip those). ``before_commit``
+    runs once everything is ready, before the lock (a split prints its
+    shares there: delivered before the vault depends on them).
     """
     check_recipient_name(name)
     index = vault.store.read_index()
     before = index.serialize()
-    r = edits.add_key(index, name, key, default)
+    r = edits.add_key(index, name, key, default, reuse_name=reuse_name)
     opened, skipped = _open_all(vault, index, ids, index.versions)
     if skipped and require_all:
         shown = ", ".join(repr(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
@@ -290,6 +295,8 @@ def add_everywhere(
         edits.rewrap(index, secret, dk, ct, [wraps[secret]], set())
         if secret in index.access:
             index.access[secret] = tuple(sorted({*index.access[secret], name}))
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed meanwhile", hint="run it again")
@@ -297,7 +304,13 @@ def add_everywhere(
     return Added(r, sorted(opened), skipped)
 
 
-def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = True) -> Added:
+def attach(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    require_all: bool = True,
+    before_commit: Callable[[], None] | None = None,
+) -> Added:
     """Make ``rk`` the vault's recovery key: a default recipient of every secret."""
     existing = find(vault.store.read_index())
     if existing is not None:
@@ -305,10 +318,19 @@ def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = T
             f"this vault already has a recovery key (recipient {existing.name!r})",
             hint="make new shares with 'ossl-vault recovery rotate'",
         )
-    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all)
+    # A new recovery key after 'recipient rm recovery' takes the fixed name again:
+    # older versions' wraps under it keep the old key's FPR, as after a rotate.
+    return add_everywhere(
+        vault, NAME, rk.public(), ids, True, require_all, before_commit, reuse_name=True
+    )
 
 
-def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
+def replace_key(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Put ``rk`` in place of the current recovery key; newest versions re-wrapped in one commit.
 
     Older versions keep their wraps for the old key (history): old shares
@@ -322,7 +344,7 @@ def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
             "this vault has no recovery key to rotate",
             hint="make one with 'ossl-vault recovery split'",
         )
-    return renew(vault, old.name, rk.public(), ids)
+    return renew(vault, old.name, rk.public(), ids, before_commit)
 
 
 # -- where shares go --------------------------------------------------------------------
@@ -349,7 +371,7 @@ def prepare_files(directory: str, names: list[str]) -> list[Path]:
     if not d.is_dir():
         raise UsageError(f"{directory!r} is not a directory")
     paths = [d / n for n in names]
-    for p in paths:
+    for p in [q for path in paths for q in (path, path.with_name(path.name + PARTIAL))]:
         if p.exists() or p.is_symlink():
             raise UsageError(f"{str(p)!r} already exists", hint="choose an empty --out-dir")
     return paths
@@ -376,6 +398,18 @@ def write_files(files: dict[Path, bytes]) -> None:
     except OSError as e:
         remove_files(written)
         raise OperationError(f"cannot write share file: {e.strerror}") from None
+
+
+def finish_files(names: dict[Path, Path]) -> None:
+    """Rename share files from their .partial names into place, once the vault holds the key."""
+    try:
+        for partial, final in names.items():
+            os.rename(partial, final)
+    except OSError as e:
+        raise OperationError(
+            f"the vault holds the new key, but a share file could not be renamed: {e.strerror}",
+            hint=f"rename the {PARTIAL} files yourself: they hold valid shares",
+        ) from None
 
 
 def remove_files(paths: Iterable[Path]) -> None:

@@ -8,7 +8,7 @@ value under a fresh one, because the removed reader may have kept the old key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from ossl_vault.errors import NotFoundError, UsageError, VaultError
@@ -250,10 +250,18 @@ def rekey(
             yield RekeyStep(name, "re-encrypted", "-" + ",".join(sorted(have - want)))
 
 
-def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> list[str]:
+def renew(
+    vault: Vault,
+    name: str,
+    key: pubkeys.PublicKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Replace a recipient's key and re-wrap every secret it reads, in one commit.
 
     Older versions keep their wraps for the old key (their FPR says which).
+    ``before_commit`` runs when all is ready, before the lock (recovery
+    rotate prints its new shares there).
     """
     index = vault.store.read_index()
     old = index.recipients.get(name)
@@ -280,6 +288,8 @@ def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> l
     index.recipients[name] = new
     for secret, (dk, ct) in opened.items():
         edits.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed during the renewal", hint="run it again")
