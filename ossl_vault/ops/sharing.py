@@ -152,8 +152,10 @@ def _change_wraps(
     with vault.store.locked():
         index = vault.store.read_index()
         now = vault.version(name, None, index)
-        if (now.version, now.tag) != (v.version, v.tag):
-            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+        if (now.version, now.tag) != (v.version, v.tag):  # redo it under the lock
+            v = now
+            dk, ct = vault.open(index, v, ids)
+            new = [wrap(r, dk) for r in add]
         edits.rewrap(index, name, dk, ct, new, drop)
         vault.store.commit(index, {}, vault.event(name, v.version, [w.fingerprint for w in new]))
     return index
@@ -177,7 +179,12 @@ def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[st
         index = vault.store.read_index()
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
-            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+            # Another writer came first: redo it on their version, under the lock
+            # this time, so concurrent writers serialise instead of failing.
+            v = now
+            new = [r for r in _recipients(index, users) if r.name not in v.recipients]
+            dk, ct = vault.open(index, v, ids)
+            wraps = [wrap(r, dk) for r in new]
         edits.rewrap(index, name, dk, ct, wraps, set())
         index.access[name] = vault.version(name, None, index).recipients
         event = vault.event(name, v.version, [w.fingerprint for w in wraps])
@@ -202,8 +209,8 @@ def unshare(
         raise UsageError(
             f"unsharing would leave {name!r} with no reader", hint="use 'ossl-vault rm' instead"
         )
-    if gone:
-        vault.reencrypt(name, ids, rest, password, set_access=True)
+    if gone:  # ``drop``, not ``rest``: a reader shared meanwhile keeps access
+        vault.reencrypt(name, ids, None, password, set_access=True, drop=frozenset(gone))
     return gone
 
 

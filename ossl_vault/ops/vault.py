@@ -295,30 +295,47 @@ class Vault:
         recipients: list[str] | None,
         password: PasswordSource | None = None,
         set_access: bool = False,
+        drop: frozenset[str] = frozenset(),
     ) -> int:
         """A new version holding the current value under a fresh data key.
 
         For ``recipients`` (default: the current ones); ``set_access`` makes
-        that list the secret's own. The ledger marks the version "same".
+        that list the secret's own; ``drop``: less these (from whatever version
+        is current when the lock is held). The ledger marks the version "same".
         """
         index = self.store.read_index()
         v = self.version(name, None, index)
         given = None
         if v.password is not None:
             given = password(name) if password else None
-        value = decrypt(v, *self.open(index, v, ids), lambda _n: given)
-        to = recipients if recipients is not None else list(v.recipients)
-        to = [n for n in to if n in index.recipients]
-        if not to:
-            raise UsageError(f"secret {name!r} would have no reader left")
-        sealed = seal(value, [index.recipients[n] for n in to], given)
+        sealed, to = self._reseal(index, v, ids, recipients, given, drop)
         with self.store.locked():
             index = self.store.read_index()
-            if self.version(name, None, index).version != v.version:
-                raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
+            now = self.version(name, None, index)
+            if (now.version, now.tag) != (v.version, v.tag):
+                # Another writer came first: redo it on their version, under the
+                # lock this time, so concurrent writers serialise (promise 4).
+                sealed, to = self._reseal(index, now, ids, recipients, given, drop)
             if set_access:
                 index.access[name] = tuple(sorted(to))
             return self._commit_version(index, name, sealed, "same")
+
+    def _reseal(
+        self,
+        index: Index,
+        v: Version,
+        ids: Identities,
+        recipients: list[str] | None,
+        given: bytes | None,
+        drop: frozenset[str],
+    ) -> tuple[Sealed, list[str]]:
+        """The value of version ``v`` sealed under a fresh data key, and for whom."""
+        value = decrypt(v, *self.open(index, v, ids), lambda _n: given)
+        to = recipients if recipients is not None else list(v.recipients)
+        to = [n for n in to if n in index.recipients and n not in drop]
+        if not to:
+            raise UsageError(f"secret {v.name!r} would have no reader left")
+        return seal(value, [index.recipients[n] for n in to], given), to
 
     def fsck(self, ids: Identities | None) -> list[tuple[str, str]]:
         """Check every version without decrypting: [(level, message)], level error|note."""
