@@ -136,7 +136,7 @@ def test_concurrent_rotate_share_unshare_serialise(vault: VaultDir) -> None:
     procs = [
         subprocess.Popen(
             [*base, *job], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=v.env
-        )  # fmt: skip
+        )
         for job in jobs
     ]
     for job, p in zip(jobs, procs, strict=True):
