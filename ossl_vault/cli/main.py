@@ -180,7 +180,12 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
-    signers = obj.identities().files if audit_checkpoints is None else []
+    signers = []
+    if audit_checkpoints is None:  # on when we can sign; an unusable identity only means off
+        try:
+            signers = obj.identities().files
+        except VaultError:
+            signers = []
     on = obj.vault().init(pairs, audit_mode, audit_checkpoints, signers)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
     if on:
