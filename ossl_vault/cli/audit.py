@@ -10,7 +10,7 @@ import click
 from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx
 from ossl_vault.errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
 from ossl_vault.openssl.crypto import sha256_hex
-from ossl_vault.storage import audit
+from ossl_vault.storage import audit, landing
 from ossl_vault.storage.store import Store
 
 NOT_LANDED = "did-not-land"  # shown for a change whose writer stopped before vault.tsv
@@ -65,10 +65,10 @@ def audit_cmd(
         note(f"checkpoint signed over {count} record(s)")
         return
     records = log.records()
-    lost = audit.unlanded(
-        audit.changes_of([r.line.split("\t") for r in records]),
+    lost = landing.unlanded(
+        landing.changes_of([r.line.split("\t") for r in records]),
         _current_hash(vault.store),
-        audit.pending_indexes(vault.store.root),
+        landing.pending_indexes(vault.store.root),
     )
     name = args[0] if args else None
     rows = [

@@ -8,7 +8,6 @@ line, and an exit code from :mod:`ossl_vault.errors`.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from typing import NoReturn
@@ -20,9 +19,11 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    check_lock_timeout,
     complete_recipients,
     complete_secret,
     fail,
+    internal_message,
     note,
     pass_ctx,
     password_source,
@@ -46,7 +47,6 @@ from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.storage import paths
 
-MAX_LOCK_TIMEOUT = 86400
 _INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
 
 
@@ -134,13 +134,6 @@ def main_group(
     os.umask(0o077)
     ctx.obj = Context(vault, identity, lock_timeout)
     _INVOKED.append(ctx.obj)
-
-
-def check_lock_timeout(value: float | None) -> float | None:
-    """A finite number of seconds, 0 to a day: -1 would wait forever, nan breaks the lock."""
-    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
-        raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
-    return value
 
 
 @main_group.command(epilog=EPILOG)
@@ -446,12 +439,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _log_failure(FAILED, type(e).__name__)
         fail(f"internal error: {internal_message(e)}", "this is a bug in ossl-vault", FAILED)
     sys.exit(0)
-
-
-def internal_message(e: BaseException) -> str:
-    """One line naming an unexpected exception, never ending in a period."""
-    text = " ".join(str(e).split())[:200].rstrip(".")
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _log_failure(code: int, name: str) -> None:

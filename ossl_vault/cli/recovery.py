@@ -18,7 +18,7 @@ from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, Usage
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.seal import Identities
 from ossl_vault.keys import loader
-from ossl_vault.ops import recovery, sharing, sources
+from ossl_vault.ops import recovery, share_files, sharing, sources
 from ossl_vault.ops.recovery import RecoveryKey
 
 
@@ -86,7 +86,7 @@ class Outputs:
                 if self.certs
                 else [f"recovery-share-{i}-of-{self.count}.txt" for i in range(1, self.count + 1)]
             )
-            self.paths = recovery.prepare_files(out_dir, names)
+            self.paths = share_files.prepare_files(out_dir, names)
         self.texts: list[str] = []
         self.printed = False
 
@@ -107,16 +107,17 @@ class Outputs:
         data = [t.encode() for t in self.texts]
         if self.certs:
             data = [
-                recovery.encrypt_to_cert(d, c) for d, (_, c) in zip(data, self.certs, strict=True)
+                share_files.encrypt_to_cert(d, c)
+                for d, (_, c) in zip(data, self.certs, strict=True)
             ]
-        recovery.write_files(dict(zip(self.partials, data, strict=True)))
+        share_files.write_files(dict(zip(self.partials, data, strict=True)))
 
     @property
     def partials(self) -> list[Path]:
-        return [p.with_name(p.name + recovery.PARTIAL) for p in self.paths]
+        return [p.with_name(p.name + share_files.PARTIAL) for p in self.paths]
 
     def undo(self) -> None:
-        recovery.remove_files(self.partials)
+        share_files.remove_files(self.partials)
 
     def print_shares(self) -> None:
         """Stdout mode, before the commit: a vault must never hold a key whose shares
@@ -135,7 +136,7 @@ class Outputs:
     def deliver(self) -> None:
         """After the commit: name the files (renamed into place now), or the printed shares."""
         if self.paths:
-            recovery.finish_files(dict(zip(self.partials, self.paths, strict=True)))
+            share_files.finish_files(dict(zip(self.partials, self.paths, strict=True)))
             how = "encrypted to each certificate, " if self.certs else ""
             note(f"wrote {self.count} share(s), {how}to {', '.join(str(p) for p in self.paths)}")
         else:

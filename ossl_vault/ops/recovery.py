@@ -17,19 +17,18 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import shamir_mnemonic
 from shamir_mnemonic.share import Share
 
-from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
+from ossl_vault.errors import AccessDenied, NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.records import Index, Recipient
 from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import Identity, wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
+from ossl_vault.openssl.proc import SecretFds, openssl
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault
 
@@ -42,7 +41,6 @@ KEY_LEN = 32
 MAX_SHARES = 16  # SLIP-39: at most 16 members in a group
 ITERATION_EXPONENT = 1  # SLIP-39 encryption: 4 rounds of PBKDF2 with 20000 iterations each
 MISMATCH = "these shares do not rebuild this vault's recovery key"
-PARTIAL = ".partial"  # a share file's name until the vault holds its key
 
 
 @dataclass(frozen=True)
@@ -345,77 +343,3 @@ def replace_key(
             hint="make one with 'ossl-vault recovery split'",
         )
     return renew(vault, old.name, rk.public(), ids, before_commit)
-
-
-# -- where shares go --------------------------------------------------------------------
-
-
-def encrypt_to_cert(text: bytes, cert: str) -> bytes:
-    """A share encrypted to a certificate as PEM CMS (``openssl cms -decrypt`` opens it)."""
-    if not os.path.isfile(cert):
-        raise UsageError(f"no such certificate file {cert!r}")
-    args = ["cms", "-encrypt", "-binary", "-aes256", "-recip", cert, "-outform", "PEM"]
-    try:
-        return openssl(args, stdin=text, what="openssl cms -encrypt")
-    except OpensslFailed as e:
-        raise UsageError(f"cannot encrypt a share to {cert!r}: {e.message}") from None
-
-
-def prepare_files(directory: str, names: list[str]) -> list[Path]:
-    """The paths shares will be written to; refuse any that exists (checked first)."""
-    d = Path(directory)
-    try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create directory {directory!r}: {e.strerror}") from None
-    if not d.is_dir():
-        raise UsageError(f"{directory!r} is not a directory")
-    paths = [d / n for n in names]
-    for p in [q for path in paths for q in (path, path.with_name(path.name + PARTIAL))]:
-        if p.exists() or p.is_symlink():
-            raise UsageError(f"{str(p)!r} already exists", hint="choose an empty --out-dir")
-    return paths
-
-
-def write_files(files: dict[Path, bytes]) -> None:
-    """Write each file 0600, exclusively (never over an existing one), and fsync."""
-    written: list[Path] = []
-    try:
-        for path, data in files.items():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            written.append(path)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for d in {p.parent for p in files}:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    except OSError as e:
-        remove_files(written)
-        raise OperationError(f"cannot write share file: {e.strerror}") from None
-
-
-def finish_files(names: dict[Path, Path]) -> None:
-    """Rename share files from their .partial names into place, once the vault holds the key."""
-    try:
-        for partial, final in names.items():
-            os.rename(partial, final)
-    except OSError as e:
-        raise OperationError(
-            f"the vault holds the new key, but a share file could not be renamed: {e.strerror}",
-            hint=f"rename the {PARTIAL} files yourself: they hold valid shares",
-        ) from None
-
-
-def remove_files(paths: Iterable[Path]) -> None:
-    """Remove share files of a split that did not happen."""
-    for p in paths:
-        try:
-            p.unlink()
-        except OSError:
-            pass
