@@ -204,7 +204,7 @@ def test_an_unexpected_exception_is_one_line_exit_1_and_audited(vault: VaultDir)
     code = (
         "import sys\n"
         "from ossl_vault.ops import vault as v\n"
-        "def boom(self, index=None):\n"
+        "def boom(*args, **kwargs):\n"
         "    raise RuntimeError('planted bug')\n"
         "v.Vault.list = boom\n"
         "from ossl_vault.cli.main import main\n"
