@@ -79,7 +79,7 @@ def commands(
         "unshare": ("plain", ["unshare", "c", "p256"], b""),
         "rekey": ("plain", ["rekey"], b""),
         "recipient-rm": ("plain", ["recipient", "rm", "p256"], b""),
-        "import": ("plain", ["import", "--json", str(t["dir"] / "import.json")], b""),
+        "import": ("plain", ["import", "--json-file", str(t["dir"] / "import.json")], b""),
         "recovery-split": (
             "plain",
             ["recovery", "split", "-n", "3", "-k", "2", "--out-dir", str(out)],

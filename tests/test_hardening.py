@@ -175,9 +175,9 @@ def test_lock_timeout_out_of_range_is_a_usage_error(vault: VaultDir, value: str)
 def test_import_of_deeply_nested_json(vault: VaultDir, tmp_path: Path) -> None:
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
-    assert_error(vault.run("import", "--json", str(deep)), 2, "nested too deeply")
+    assert_error(vault.run("import", "--json-file", str(deep)), 2, "nested too deeply")
     deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    r = vault.run("import", "--json", str(deep))
+    r = vault.run("import", "--json-file", str(deep))
     assert r.rc == 2 and "Traceback" not in r.err, r.err
 
 
