@@ -21,6 +21,42 @@ KINDS = ("rsa", "p256", "p384", "x25519")
 NOT_DATA = (".lock", ".audit.lock", "audit.log", "audit.checkpoint")  # change on every command
 
 
+# -- no command ever prints a Python traceback ------------------------------------
+# Every test's ossl-vault subprocesses whose stderr the test reads (subprocess.run,
+# Popen.communicate) are watched: a traceback fails the test that saw it.
+TRACEBACK = b"Traceback (most recent call last)"
+_TRACEBACKS: list[str] = []
+_communicate = subprocess.Popen.communicate
+
+
+def _is_ossl_vault(args: object) -> bool:
+    words = [args] if isinstance(args, str | bytes | os.PathLike) else list(args or [])  # type: ignore[call-overload]
+    text = " ".join(os.fsdecode(w) for w in words)
+    return "ossl_vault" in text or "ossl-vault" in text
+
+
+def _watched_communicate(self: subprocess.Popen, *a: object, **kw: object) -> tuple:  # type: ignore[type-arg]
+    out, err = _communicate(self, *a, **kw)  # type: ignore[arg-type]
+    text = err if isinstance(err, bytes) else (err or "").encode()
+    if TRACEBACK in text and _is_ossl_vault(self.args):
+        _TRACEBACKS.append(f"{self.args!r}:\n{text.decode('utf-8', 'replace')}")
+    return out, err
+
+
+subprocess.Popen.communicate = _watched_communicate  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def no_traceback() -> Iterator[None]:
+    """Fail any test during which an ossl-vault command printed a traceback."""
+    _TRACEBACKS.clear()
+    yield
+    if _TRACEBACKS:
+        found = _TRACEBACKS[:]
+        _TRACEBACKS.clear()
+        pytest.fail("an ossl-vault command printed a Python traceback:\n" + found[0])
+
+
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 

@@ -6,6 +6,7 @@ them (lazily) to register them on the group.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ossl_vault.format.seal import Identities
 from ossl_vault.ops import sources
 from ossl_vault.ops.vault import Vault
 
+MAX_LOCK_TIMEOUT = 86400  # seconds: a day
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
 
@@ -27,6 +29,19 @@ def fail(message: str, hint: str | None, code: int) -> NoReturn:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
+
+
+def check_lock_timeout(value: float | None) -> float | None:
+    """A finite number of seconds, 0 to a day: -1 would wait forever, nan breaks the lock."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
+        raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
+    return value
+
+
+def internal_message(e: BaseException) -> str:
+    """One line naming an unexpected exception, never ending in a period."""
+    text = " ".join(str(e).split())[:200].rstrip(".")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 QUIET: list[bool] = []  # set by -q/--quiet, given anywhere on the command line
@@ -392,11 +407,13 @@ def split_names(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def warn_expiring(index: Index) -> None:
+def warn_expiring(index: Index, only: set[str] | None = None) -> None:
     """A warning line per recipient certificate expired or expiring within 30 days."""
     from ossl_vault.ops.sharing import expiring
 
     for name, days, when in expiring(index):
+        if only is not None and name not in only:
+            continue
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
         warn(f"certificate of recipient {name!r} {state}")
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

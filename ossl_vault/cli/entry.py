@@ -71,11 +71,11 @@ def _is_number(text: str) -> bool:
 
 
 def _is_float(text: str) -> bool:
+    """A lock timeout the CLI accepts (it refuses nan, inf and negatives, exit 2)."""
     try:
-        float(text)
+        return 0 <= float(text) <= 86400  # False for nan
     except ValueError:
         return False
-    return True
 
 
 def agent_get(path: str, argv: list[str]) -> None:

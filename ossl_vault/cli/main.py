@@ -21,9 +21,11 @@ from ossl_vault.cli.common import (
     Context,
     Progress,
     bulk_options,
+    check_lock_timeout,
     complete_recipients,
     complete_secret,
     fail,
+    internal_message,
     note,
     pass_ctx,
     password_source,
@@ -38,6 +40,9 @@ from ossl_vault.cli.common import (
 )
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
 from ossl_vault.errors import (
+    DENIED,
+    FAILED,
+    PERMISSION_HINT,
     USAGE,
     AccessDenied,
     IntegrityError,
@@ -117,7 +122,8 @@ class LazyGroup(click.Group):
     type=float,
     envvar="OSSL_VAULT_LOCK_TIMEOUT",
     metavar="SECONDS",
-    help="How long a writer waits for the vault lock (default 60).",
+    callback=lambda _ctx, _param, value: check_lock_timeout(value),
+    help="How long a writer waits for the vault lock: 0 to 86400 (default 60).",
 )
 @quiet_option
 @click.option("--verbose", "-v", is_flag=True, help="Per-secret lines from bulk commands.")
@@ -168,14 +174,14 @@ def main_group(
     "HashiCorp Vault does); best-effort: it goes ahead without the record.",
 )
 @click.option(
-    "--audit-checkpoints",
-    is_flag=True,
+    "--audit-checkpoints/--no-audit-checkpoints",
+    default=None,
     help="After each change, sign an audit checkpoint with the writer's RSA or EC "
-    "identity when it is a recipient.",
+    "identity when it is a recipient. Default: on when your identity can sign.",
 )
 @pass_ctx
 def init(
-    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool
+    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool | None
 ) -> None:
     """Create a vault directory (0700) with its first recipients."""
     pairs = []
@@ -185,8 +191,21 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
-    obj.vault().init(pairs, audit_mode, audit_checkpoints)
+    signers = []
+    if audit_checkpoints is None:  # on when we can sign; an unusable identity only means off
+        try:
+            signers = obj.identities().files
+        except VaultError:
+            signers = []
+    on = obj.vault().init(pairs, audit_mode, audit_checkpoints, signers)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
+    if on:
+        note("audit checkpoints on: each change is signed by the writer's RSA or EC recipient key")
+    else:
+        note(
+            "audit checkpoints off: no identity here can sign for a recipient, so an unkeyed "
+            "hash chain alone protects the log (see 'ossl-vault audit checkpoint')"
+        )
 
 
 @main_group.command(epilog=EPILOG)
@@ -243,7 +262,13 @@ def put(
 
 @main_group.command(epilog=EPILOG)
 @click.argument("name", shell_complete=complete_secret)
-@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option(
+    "--out",
+    metavar="FILE",
+    help="Write the value to FILE instead of stdout: a new or regular file is replaced "
+    "atomically (0600); an existing FIFO or character device (/dev/stdout, a named pipe) "
+    "is written into, never replaced; anything else is refused.",
+)
 @click.option(
     "--field",
     metavar="KEY",
@@ -425,17 +450,18 @@ def fsck(
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    """Entry point: run the CLI and turn every failure into one line and an exit code.
+
+    Nothing escapes as a Python traceback: an exception the code did not
+    expect is reported as an internal error (exit 1), recorded in the audit
+    log where it is writable, like any other failure.
+    """
     try:
         main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
         for obj in _INVOKED:
             obj.log_outcome("ok")
     except VaultError as e:
-        for obj in _INVOKED:
-            try:
-                obj.log_outcome(f"exit={e.exit_code}:{type(e).__name__}")
-            except VaultError:
-                pass  # already failing: the first error is the one to report
+        _log_failure(e.exit_code, type(e).__name__)
         fail(e.message, e.hint, e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else "", err=True)
@@ -444,8 +470,25 @@ def main(argv: list[str] | None = None) -> NoReturn:
         message = e.format_message().rstrip(".")
         hint = f"run '{e.ctx.command_path} --help'" if e.ctx else None
         fail(message[:1].lower() + message[1:], hint, USAGE)
-    except click.exceptions.Abort:
-        fail("interrupted", None, 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _log_failure(FAILED, "Interrupted")
+        fail("interrupted", None, FAILED)
     except BrokenPipeError:
-        sys.exit(1)
+        sys.exit(FAILED)
+    except PermissionError as e:  # a vault or file of another user's: no traceback either
+        _log_failure(DENIED, "PermissionError")
+        where = f" on {e.filename!r}" if e.filename else ""
+        fail(f"permission denied{where}", PERMISSION_HINT, DENIED)
+    except Exception as e:  # a bug: still one line, an exit code and an audit record
+        _log_failure(FAILED, type(e).__name__)
+        fail(f"internal error: {internal_message(e)}", "this is a bug in ossl-vault", FAILED)
     sys.exit(0)
+
+
+def _log_failure(code: int, name: str) -> None:
+    """The failure's audit record, where the log is writable; the first error wins."""
+    for obj in _INVOKED:
+        try:
+            obj.log_outcome(f"exit={code}:{name}")
+        except Exception:  # noqa: S110 (already failing: the first error is the one to report)
+            pass

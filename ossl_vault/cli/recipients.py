@@ -82,6 +82,7 @@ def recipient_add(
         added = [sharing.add_passphrase(vault, name, secret, default)]
     for r in added:
         note(f"added recipient {r.name!r} ({r.kind}, {r.fingerprint[:16]})")
+    warn_expiring(vault.store.read_index(), {r.name for r in added})  # said now, not later
 
 
 @recipient.command("set", epilog=EPILOG)

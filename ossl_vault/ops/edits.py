@@ -24,6 +24,8 @@ def add_key(
     default: bool,
     private: bytes | None = None,
 ) -> Recipient:
+    """A new recipient in ``index``; a name older versions still label is taken too
+    (their wraps keep the old key's FPR, as after a renewal)."""
     check_recipient_name(name)
     if name in index.recipients:
         raise UsageError(f"recipient {name!r} already exists")

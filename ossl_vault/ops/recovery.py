@@ -17,19 +17,18 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import shamir_mnemonic
 from shamir_mnemonic.share import Share
 
-from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
+from ossl_vault.errors import AccessDenied, NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.records import Index, Recipient
 from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import Identity, wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
+from ossl_vault.openssl.proc import SecretFds, openssl
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault
 
@@ -275,12 +274,15 @@ def add_everywhere(
     default: bool = True,
     require_all: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Added:
     """Add a recipient and wrap the newest version of every secret for it, in one commit.
 
     Secrets with their own recipient list get it added there too, so
     ``rekey`` and later versions keep it. ``require_all``: refuse when the
-    identities cannot open some secret (else skip those).
+    identities cannot open some secret (else skip those). ``before_commit``
+    runs once everything is ready, before the lock (a split prints its
+    shares there: delivered before the vault depends on them).
     """
     check_recipient_name(name)
     index = vault.store.read_index()
@@ -299,6 +301,8 @@ def add_everywhere(
         edits.rewrap(index, secret, dk, ct, [wraps[secret]], set())
         if secret in index.access:
             index.access[secret] = tuple(sorted({*index.access[secret], name}))
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed meanwhile", hint="run it again")
@@ -313,6 +317,7 @@ def attach(
     ids: Identities,
     require_all: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Added:
     """Make ``rk`` the vault's recovery key: a default recipient of every secret."""
     existing = find(vault.store.read_index())
@@ -321,10 +326,17 @@ def attach(
             f"this vault already has a recovery key (recipient {existing.name!r})",
             hint="make new shares with 'ossl-vault recovery rotate'",
         )
-    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all, progress)
+    # A new recovery key after 'recipient rm recovery' takes the fixed name again:
+    # older versions' wraps under it keep the old key's FPR, as after a rotate.
+    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all, progress, before_commit)
 
 
-def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
+def replace_key(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Put ``rk`` in place of the current recovery key; newest versions re-wrapped in one commit.
 
     Older versions keep their wraps for the old key (history): old shares
@@ -338,66 +350,4 @@ def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
             "this vault has no recovery key to rotate",
             hint="make one with 'ossl-vault recovery split'",
         )
-    return renew(vault, old.name, rk.public(), ids)
-
-
-# -- where shares go --------------------------------------------------------------------
-
-
-def encrypt_to_cert(text: bytes, cert: str) -> bytes:
-    """A share encrypted to a certificate as PEM CMS (``openssl cms -decrypt`` opens it)."""
-    if not os.path.isfile(cert):
-        raise UsageError(f"no such certificate file {cert!r}")
-    args = ["cms", "-encrypt", "-binary", "-aes256", "-recip", cert, "-outform", "PEM"]
-    try:
-        return openssl(args, stdin=text, what="openssl cms -encrypt")
-    except OpensslFailed as e:
-        raise UsageError(f"cannot encrypt a share to {cert!r}: {e.message}") from None
-
-
-def prepare_files(directory: str, names: list[str]) -> list[Path]:
-    """The paths shares will be written to; refuse any that exists (checked first)."""
-    d = Path(directory)
-    try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create directory {directory!r}: {e.strerror}") from None
-    if not d.is_dir():
-        raise UsageError(f"{directory!r} is not a directory")
-    paths = [d / n for n in names]
-    for p in paths:
-        if p.exists() or p.is_symlink():
-            raise UsageError(f"{str(p)!r} already exists", hint="choose an empty --out-dir")
-    return paths
-
-
-def write_files(files: dict[Path, bytes]) -> None:
-    """Write each file 0600, exclusively (never over an existing one), and fsync."""
-    written: list[Path] = []
-    try:
-        for path, data in files.items():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            written.append(path)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for d in {p.parent for p in files}:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    except OSError as e:
-        remove_files(written)
-        raise OperationError(f"cannot write share file: {e.strerror}") from None
-
-
-def remove_files(paths: Iterable[Path]) -> None:
-    """Remove share files of a split that did not happen."""
-    for p in paths:
-        try:
-            p.unlink()
-        except OSError:
-            pass
+    return renew(vault, old.name, rk.public(), ids, before_commit)

@@ -8,6 +8,7 @@ value under a fresh one, because the removed reader may have kept the old key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from ossl_vault.errors import NotFoundError, UsageError, VaultError
@@ -158,7 +159,12 @@ def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[st
         index = vault.store.read_index()
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
-            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+            # Another writer came first: redo it on their version, under the lock
+            # this time, so concurrent writers serialise instead of failing.
+            v = now
+            new = [r for r in _recipients(index, users) if r.name not in v.recipients]
+            dk, ct = vault.open(index, v, ids)
+            wraps = [wrap(r, dk) for r in new]
         edits.rewrap(index, name, dk, ct, wraps, set())
         index.access[name] = vault.version(name, None, index).recipients
         event = vault.event(name, v.version, [w.fingerprint for w in wraps])
@@ -238,10 +244,18 @@ def rekey(
     return bulk.run(vault, plan, ids, password, skip_unreadable, progress)
 
 
-def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> list[str]:
+def renew(
+    vault: Vault,
+    name: str,
+    key: pubkeys.PublicKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Replace a recipient's key and re-wrap every secret it reads, in one commit.
 
     Older versions keep their wraps for the old key (their FPR says which).
+    ``before_commit`` runs when all is ready, before the lock (recovery
+    rotate prints its new shares there).
     """
     index = vault.store.read_index()
     old = index.recipients.get(name)
@@ -268,6 +282,8 @@ def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> l
     index.recipients[name] = new
     for secret, (dk, ct) in opened.items():
         edits.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed during the renewal", hint="run it again")

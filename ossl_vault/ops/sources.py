@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -161,13 +162,51 @@ def identities(
 
 
 def write_out(path: str, data: bytes) -> None:
-    """Write a value to ``path`` (0600) atomically: no partial file on failure."""
+    """Write a value to ``--out PATH``; never replaces anything but a regular file.
+
+    A new or regular file (through a symlink: its target) is written 0600
+    atomically, so a failure leaves no partial file. An existing FIFO or
+    character device (``/dev/stdout``, a named pipe, a terminal) is written
+    into as it is: replacing it would hide the value from its reader in a
+    new regular file (or, as root, replace a device node). Anything else
+    (a directory, a socket, a block device) is refused, exit 2.
+    """
     from ossl_vault.storage.files import atomic_write
 
-    target = Path(path)
-    if target.is_dir():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None  # a new file (or a dangling symlink's target)
+    except OSError as e:
+        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
+    if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        _write_into(path, data)
+        return
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"--out {path!r} is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"--out {path!r} is not a regular file, a FIFO or a character device")
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     try:
         atomic_write(target, data)
     except OSError as e:  # an I/O failure (exit 1), not a usage error
         raise OperationError(f"cannot write {path!r}: {e.strerror}") from None
+
+
+def _write_into(path: str, data: bytes) -> None:
+    """Write into an existing FIFO or character device (blocks until a FIFO has a reader)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)  # no O_CREAT, no O_TRUNC
+    except OSError as e:
+        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):  # swapped since the stat
+            raise UsageError(f"--out {path!r} changed while it was opened")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as e:
+        raise OperationError(f"cannot write {path!r}: {e.strerror}") from None
+    finally:
+        os.close(fd)

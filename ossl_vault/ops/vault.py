@@ -39,6 +39,7 @@ from ossl_vault.format.wrapping import unwrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
 from ossl_vault.ops import edits
+from ossl_vault.storage import audit
 from ossl_vault.storage.audit import AuditLog, Event
 from ossl_vault.storage.store import Store
 
@@ -58,12 +59,20 @@ class Vault:
         self,
         recipients: list[tuple[str, pubkeys.PublicKey]],
         audit_mode: str = "required",
-        auto_checkpoint: bool = False,
-    ) -> None:
-        """Create the vault with its first (default) recipients and its audit log."""
+        auto_checkpoint: bool | None = False,
+        signers: list | None = None,  # type: ignore[type-arg]
+    ) -> bool:
+        """Create the vault with its first (default) recipients and its audit log.
+
+        ``auto_checkpoint`` None: on when one of ``signers`` (identities) is an
+        RSA or EC recipient, so the chain is signed from the start. Returns
+        whether checkpoints are on.
+        """
         index = Index()
         for name, key in recipients:
             edits.add_key(index, name, key, default=True)
+        if auto_checkpoint is None:
+            auto_checkpoint = audit.signing_identity(index, signers or []) is not None
         self.store.create()
         with self.store.locked(creating=True):
             if self.store.exists():
@@ -72,6 +81,7 @@ class Vault:
             self.store.write_gitignore()
             fprs = tuple(r.fingerprint for r in index.recipients.values())
             self.store.commit(index, {}, Event("init", keys=fprs))
+        return auto_checkpoint
 
     def recipients(self) -> list[Recipient]:
         """Every recipient, sorted by name."""
@@ -290,6 +300,9 @@ class Vault:
                     problems.append(("note", f"{label}: MAC not checked (no usable identity)"))
                 except IntegrityError as e:
                     problems.append(("error", f"{label}: {e.message}"))
+        landing = audit.landing_note(AuditLog(self.store.root), self.store.index_bytes())
+        if landing is not None:
+            problems.append(("note", landing))
         for path in self.store.garbage(index):
             problems.append(
                 ("note", f"unreferenced file '{path.name}' (removed by the next write)")

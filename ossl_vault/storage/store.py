@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import errno
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ossl_vault.errors import (
+    PERMISSION_HINT,
+    AccessDenied,
     BusyError,
     IntegrityError,
     NotFoundError,
@@ -27,7 +30,13 @@ from ossl_vault.errors import (
 from ossl_vault.format.records import Index, parse
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write, atomic_write_many
+from ossl_vault.storage.files import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_many,
+    install,
+    write_temp,
+)
 
 INDEX = "vault.tsv"
 BLOBS = "blobs"
@@ -108,7 +117,14 @@ class Store:
         return self.root / INDEX
 
     def exists(self) -> bool:
-        return self.index_path.is_file()
+        """Whether the directory holds a vault; AccessDenied where we may not look."""
+        try:
+            return stat.S_ISREG(os.stat(self.index_path).st_mode)
+        except PermissionError:
+            raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
+                               hint=PERMISSION_HINT) from None  # fmt: skip
+        except OSError:
+            return False
 
     def create(self) -> None:
         """Make the directory (0700) and blobs/; refuse an existing vault."""
@@ -130,16 +146,24 @@ class Store:
 
     def read_index(self) -> Index:
         """Parse vault.tsv; NotFoundError when there is no vault."""
+        return parse(self.index_bytes())
+
+    def index_bytes(self) -> bytes:
+        """vault.tsv as bytes; NotFoundError when there is no vault."""
         try:
-            data = self.index_path.read_bytes()
-        except FileNotFoundError:
+            return self.index_path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(
                 f"no vault at '{self.root}'",
                 hint="create one with 'ossl-vault init' or pass --vault DIR",
             ) from None
+        except PermissionError:
+            raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
+                               hint=PERMISSION_HINT) from None  # fmt: skip
+        except IsADirectoryError:
+            raise IntegrityError(f"'{self.index_path}' is a directory, not a vault index") from None
         except OSError as e:
             raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
-        return parse(data)
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's bytes, checked against its SHA-256 name."""
@@ -200,8 +224,16 @@ class Store:
         try:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
             atomic_write_many(self.root / BLOBS, blobs)
-            self._audit(events, sha256_hex(data))
-            atomic_write(self.index_path, data)
+            # The new index is durable beside the old before its records are
+            # appended: a record whose rename never happened is recognisable
+            # by that temporary file (docs/format.md section 7).
+            tmp = write_temp(self.index_path, data)
+            try:
+                self._audit(events, sha256_hex(data))
+                install(tmp, self.index_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             self.changes += 1
         except OSError as e:
             raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
