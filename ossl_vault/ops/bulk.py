@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from ossl_vault.errors import AccessDenied, PasswordRefused, UsageError, VaultError
@@ -92,33 +93,37 @@ def run(
     given: dict[str, bytes | None] = {}
     done: dict[str, _Done] = {}
     refused: dict[str, str] = {}
-    for _attempt in range(ATTEMPTS):
-        index = vault.store.read_index()
-        jobs, left_out = plan(index)
-        todo = [j for j in jobs if not _still_good(done.get(j.name), j, index)]
-        _ask_passwords(index, todo, passwords, given, refused)
-        todo = [j for j in todo if j.name not in refused]
-        for name, error in _compute(vault, index, ids, todo, given, progress, done).items():
-            refused[name] = error
-        blocked = sorted((n, refused[n]) for n in {j.name for j in jobs} & refused.keys())
-        if blocked and not skip_unreadable:
-            raise blocking(blocked)
-        with vault.store.locked():
+    for attempt in range(ATTEMPTS):
+        # The last attempt holds the lock from the first read to the commit, so
+        # that concurrent writers serialise (promise 4) instead of failing here.
+        last = attempt == ATTEMPTS - 1
+        with vault.store.locked() if last else nullcontext():
             index = vault.store.read_index()
-            now, left_now = plan(index)
-            if now != jobs or left_now != left_out:
-                continue
-            if any(not _still_good(done.get(j.name), j, index) for j in jobs if j.name in done):
-                continue
-            result = Result(skipped=[*left_out, *blocked])
-            applied = [done[j.name] for j in jobs if j.name in done]
-            events = _apply(vault, index, applied, result)
-            if finish is not None and not blocked:
-                events += finish(index)
-            if events:
-                blobs = {d.sealed.version.blob: d.sealed.ct for d in applied if d.sealed}
-                vault.store.commit(index, blobs, events)
-            return result
+            jobs, left_out = plan(index)
+            todo = [j for j in jobs if not _still_good(done.get(j.name), j, index)]
+            _ask_passwords(index, todo, passwords, given, refused)
+            todo = [j for j in todo if j.name not in refused]
+            for name, error in _compute(vault, index, ids, todo, given, progress, done).items():
+                refused[name] = error
+            blocked = sorted((n, refused[n]) for n in {j.name for j in jobs} & refused.keys())
+            if blocked and not skip_unreadable:
+                raise blocking(blocked)
+            with nullcontext() if last else vault.store.locked():
+                index = vault.store.read_index()
+                now, left_now = plan(index)
+                if now != jobs or left_now != left_out:
+                    continue
+                if any(not _still_good(done.get(j.name), j, index) for j in jobs if j.name in done):
+                    continue
+                result = Result(skipped=[*left_out, *blocked])
+                applied = [done[j.name] for j in jobs if j.name in done]
+                events = _apply(vault, index, applied, result)
+                if finish is not None and not blocked:
+                    events += finish(index)
+                if events:
+                    blobs = {d.sealed.version.blob: d.sealed.ct for d in applied if d.sealed}
+                    vault.store.commit(index, blobs, events)
+                return result
     raise VaultError("the vault kept changing during the operation", hint="run it again")
 
 
