@@ -61,7 +61,9 @@ LAZY_COMMANDS = {
     "recipient": "ossl_vault.cli.recipients:recipient",
     "recovery": "ossl_vault.cli.recovery:recovery_group",
     "rekey": "ossl_vault.cli.recipients:rekey",
+    "remote": "ossl_vault.cli.remote:remote_group",
     "serve": "ossl_vault.cli.scripts:serve",
+    "server": "ossl_vault.cli.server:server_group",
     "share": "ossl_vault.cli.recipients:share",
     "unshare": "ossl_vault.cli.recipients:unshare",
 }
