@@ -116,8 +116,15 @@ def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: 
 class Context:
     """What the group's options chose."""
 
-    def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
+    def __init__(
+        self,
+        vault: str,
+        identity: tuple[str, ...],
+        lock_timeout: float | None,
+        remote: str | None = None,
+    ) -> None:
         self.vault_dir = vault
+        self.remote = remote  # USER@URL: the vault commands run on the key server
         self.identity = identity
         self.lock_timeout = lock_timeout
         self._vault: Vault | None = None
@@ -133,6 +140,11 @@ class Context:
             self.secret = str(ctx.params.get("name") or "-")
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
+            if self.remote:
+                from ossl_vault.cli.remote import remote_vault
+
+                self._vault = remote_vault(self.remote, self.op, self.lock_timeout)
+                return self._vault
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
             log = self._vault.store.root / "audit.log"
             if self._vault.store.exists() and not log.exists():
@@ -168,6 +180,8 @@ class Context:
         """Sign a checkpoint after a change, when the vault asks and we can."""
         from ossl_vault.storage import audit
 
+        if self.remote:
+            return  # the server's log is chained per user; checkpoints are the local vault's
         log = audit.AuditLog(vault.store.root)
         if not log.auto_checkpoint():
             return
@@ -177,6 +191,10 @@ class Context:
                 audit.write_checkpoint(log, *found)
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
+        if self.remote:
+            from ossl_vault.cli.remote import remote_identities
+
+            return remote_identities(self.remote)
         return sources.identities(self.identity, passphrase_file, ask)
 
 

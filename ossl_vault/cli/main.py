@@ -110,11 +110,21 @@ class LazyGroup(click.Group):
     metavar="SECONDS",
     help="How long a writer waits for the vault lock (default 60).",
 )
+@click.option(
+    "--remote",
+    envvar="OSSL_VAULT_REMOTE",
+    metavar="USER@URL",
+    help="Run the command on your vault on a key server (see 'ossl-vault remote').",
+)
 @quiet_option
 @click.version_option(__version__, prog_name="ossl-vault")
 @click.pass_context
 def main_group(
-    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+    ctx: click.Context,
+    vault: str,
+    identity: tuple[str, ...],
+    lock_timeout: float | None,
+    remote: str | None,
 ) -> None:
     """Keep small secrets encrypted on disk with the openssl command line.
 
@@ -123,7 +133,7 @@ def main_group(
     recover any secret with openssl alone.
     """
     os.umask(0o077)
-    ctx.obj = Context(vault, identity, lock_timeout)
+    ctx.obj = Context(vault, identity, lock_timeout, remote)
     _INVOKED.append(ctx.obj)
 
 
@@ -250,7 +260,7 @@ def get(
         raise click.UsageError("--clip and --out do not go together")
     value = None
     expired = None
-    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
+    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED and not obj.remote:  # agent first
         from ossl_vault.cli.scripts import get_via_agent
         from ossl_vault.ops.vault import expiry
 

@@ -116,11 +116,10 @@ class Gate:
 
     def start(self, user: str, addr: str, state: Any) -> str:
         self.sweep()
-        # one login at a time per user: a second one ends the first, as a failure
-        for lid, p in list(self.pending.items()):
-            if p.user == user:
-                del self.pending[lid]
-                self.failed(p.user, p.addr)
+        # each KE2 is one password guess: a few at a time per user, the rest wait
+        mine = sum(1 for p in self.pending.values() if p.user == user)
+        if mine >= self.settings.max_pending_per_user:
+            raise BusyError(f"{mine} logins of this user are in progress", hint="retry")
         if len(self.pending) >= self.settings.max_pending_logins:
             raise BusyError("too many logins in progress", hint="retry in a few seconds")
         lid = token()

@@ -43,6 +43,7 @@ class Settings:
     address_free_failures: int = 10  # failures from one address before it is slowed
     lock_lease: int = 30  # seconds a client may hold a vault's write lock
     max_pending_logins: int = 1000  # KE2 states held at once
+    max_pending_per_user: int = 4  # KE2 states held at once for one user
 
 
 def init(directory: Path, cert: str | None, key: str | None, hostname: str) -> None:
