@@ -195,3 +195,21 @@ def show_audit(spec: str | None, name: str | None, as_json: bool) -> None:
     headers = ["SEQ", "TIME", "FROM", "OP", "SECRET", "VERSION", "RESULT"]
     click.echo(tabulate(rows, headers, disable_numparse=True))
     note(f"{len(entries)} record(s); the chain verifies")
+
+
+@remote_group.command(epilog=EPILOG)
+@click.argument("directory", type=click.Path(file_okay=False))
+@pass_ctx
+def clone(obj: Context, directory: str) -> None:
+    """Copy your whole remote vault to a new local vault DIRECTORY (a pulled copy).
+
+    Its one recipient is the account key: `remote export-key` and then
+    scripts/ossl-vault-recover DIRECTORY NAME KEYFILE read it with openssl alone.
+    """
+    from pathlib import Path
+
+    from ossl_vault.remote.store import clone as copy_all
+
+    vault = remote_vault(obj.remote, "remote-clone", obj.lock_timeout)
+    count = copy_all(vault.store, Path(directory))  # type: ignore[arg-type]
+    note(f"copied {count} secret(s) to '{directory}'")

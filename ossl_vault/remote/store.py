@@ -124,3 +124,23 @@ class RemoteStore:
 def initial_index(key: Recipient) -> Index:
     """A remote vault's first index: the account key, its one default recipient."""
     return Index(recipients={key.name: key})
+
+
+def clone(store: RemoteStore, target: Path) -> int:
+    """Copy the remote vault, names restored, to a new local vault directory at ``target``.
+
+    The copy is a docs/format.md vault whose one recipient is the account key,
+    so ``scripts/ossl-vault-recover`` opens it with the exported key alone.
+    Returns the number of secrets copied.
+    """
+    from ossl_vault.storage.audit import AuditLog
+    from ossl_vault.storage.store import Store
+
+    index = store.read_index()
+    blobs = {v.blob: store.read_blob(v.blob) for vs in index.versions.values() for v in vs}
+    local = Store(target, op="remote-clone")
+    local.create()
+    with local.locked(creating=True):
+        AuditLog(local.root).create("required", False)
+        local.commit(index, blobs, Event("remote-clone"))
+    return len(index.versions)

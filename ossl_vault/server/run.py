@@ -7,15 +7,36 @@ KE3 must reach the process that made KE2. SIGTERM and SIGINT stop it cleanly
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ossl_vault.errors import OperationError, UsageError
 from ossl_vault.server import state
 from ossl_vault.server.app import KeyServer
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _foreground_class() -> type:
+    import uvicorn
+
+    class Foreground(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM ends it with exit 0 after a clean shutdown.
+
+        uvicorn re-raises a captured signal once it has stopped, so the
+        process would die of it before closing the database.
+        """
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # serve() installed handle_exit before it said it was listening
+
+    return Foreground
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -29,6 +50,7 @@ def serve(directory: Path, listen: str, note: Callable[[str], None]) -> None:
     """Serve ``directory`` on ``listen`` until SIGTERM."""
     import uvicorn
 
+    Foreground = _foreground_class()
     host, port = parse_listen(listen)
     server = KeyServer(directory)
     context = state.tls_context(directory)
@@ -51,11 +73,15 @@ def serve(directory: Path, listen: str, note: Callable[[str], None]) -> None:
         lifespan="off",
         timeout_graceful_shutdown=10,
     )
+    sock.listen(128)
+    foreground = Foreground(config)
+    for signum in STOP_SIGNALS:  # from now on a SIGTERM is a clean stop, even during start-up
+        signal.signal(signum, foreground.handle_exit)
     bound = sock.getsockname()
     note(f"listening on https://{host}:{bound[1]} (TLS 1.3 only), state in '{directory}'")
     sys.stderr.flush()
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        foreground.run(sockets=[sock])
     finally:
         server.db.close()
     note("stopped")
