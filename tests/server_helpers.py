@@ -110,8 +110,8 @@ class Device:
                        "--password-file", str(self.password_file), remote=False)  # fmt: skip
 
     def login(self, *extra: str) -> Result:
-        return self.run("remote", "login", self.server.url, self.user,
-                        "--password-file", str(self.password_file), *extra, remote=False)  # fmt: skip
+        pw = ["--password-file", str(self.password_file)]
+        return self.run("remote", "login", self.server.url, self.user, *pw, *extra, remote=False)
 
 
 def device(tmp: Path, server: KeyServer, user: str, password: str = "correct horse 1") -> Device:

@@ -73,7 +73,7 @@ def test_wrong_password_and_unknown_user_look_alike() -> None:
     sizes = []
     for user, rec, password in (("alice", record, b"pw-two"), ("nobody", None, b"pw-one")):
         login = opaque.Login(password)
-        ke2, state = server.login_start(login.ke1_bytes(), user, rec)
+        ke2, _state = server.login_start(login.ke1_bytes(), user, rec)
         sizes.append(len(ke2))
         with pytest.raises(AccessDenied):
             login.finish(ke2)

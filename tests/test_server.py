@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_helpers import Device, KeyServer, device, init_server
-
 from conftest import ROOT, assert_error, clean_env
+from server_helpers import KeyServer, device, init_server
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,9 @@ def test_wrong_password_is_exit_4_with_a_backoff(server: KeyServer, tmp_path: Pa
     assert d.login().rc == 0
 
 
-def test_unknown_and_known_users_get_answers_of_one_shape(server: KeyServer, tmp_path: Path) -> None:
+def test_unknown_and_known_users_get_answers_of_one_shape(
+    server: KeyServer, tmp_path: Path
+) -> None:
     from ossl_vault.remote import opaque
     from ossl_vault.remote.client import Remote
 

@@ -141,7 +141,7 @@ class Context:
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
             if self.remote:
-                from ossl_vault.cli.remote import remote_vault
+                from ossl_vault.remote.vault import remote_vault
 
                 self._vault = remote_vault(self.remote, self.op, self.lock_timeout)
                 return self._vault
@@ -192,7 +192,7 @@ class Context:
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
         if self.remote:
-            from ossl_vault.cli.remote import remote_identities
+            from ossl_vault.remote.vault import remote_identities
 
             return remote_identities(self.remote)
         return sources.identities(self.identity, passphrase_file, ask)

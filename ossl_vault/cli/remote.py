@@ -14,24 +14,8 @@ from ossl_vault.errors import UsageError
 from ossl_vault.ops import sources
 from ossl_vault.ops.vault import Identities, Vault
 from ossl_vault.remote.client import Remote, check_url, resolve
-from ossl_vault.remote.protocol import DEFAULT_TTL, check_user
-
-
-def remote_vault(spec: str | None, op: str, lock_timeout: float | None = None) -> Vault:
-    """The vault of this device's account on a server, as a ``Vault``."""
-    from ossl_vault.remote.store import RemoteStore
-
-    user, url = resolve(spec)
-    store = RemoteStore(Remote(url, user), op, lock_timeout)
-    return Vault(str(store.root), lock_timeout, op, store=store)
-
-
-def remote_identities(spec: str | None) -> Identities:
-    """The account key of this device's session: the remote vault's one identity."""
-    user, url = resolve(spec)
-    remote = Remote(url, user)
-    remote.account_key()  # not logged in: exit 4 with a hint, before anything else
-    return sources.identities((str(remote.key_path),), None, False)
+from ossl_vault.remote.protocol import check_user
+from ossl_vault.remote.vault import remote_identities, remote_vault
 
 
 def password(path: str | None, confirm: bool) -> bytes:
@@ -49,12 +33,21 @@ def parse_ttl(text: str) -> int:
     return int(number) * units[unit]
 
 
-password_file = click.option("--password-file", metavar="FILE",
-                             help="The account password (first line); else a prompt, no echo.")  # fmt: skip
-ca_option = click.option("--ca", metavar="FILE",
-                         help="Verify the server's certificate with this CA instead of pinning it.")  # fmt: skip
-ttl_option = click.option("--ttl", default="15m", show_default=True, metavar="DURATION",
-                          help="How long the session lives (s, m, h).")  # fmt: skip
+password_file = click.option(
+    "--password-file",
+    metavar="FILE",
+    help="The account password (first line); else a prompt, no echo.",
+)
+ca_option = click.option(
+    "--ca", metavar="FILE", help="Verify the server's certificate with this CA, not a pin."
+)
+ttl_option = click.option(
+    "--ttl",
+    default="15m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the session lives (s, m, h).",
+)
 
 
 @click.group("remote", epilog=EPILOG)

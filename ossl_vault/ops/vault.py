@@ -47,7 +47,11 @@ class Vault:
     """One vault directory."""
 
     def __init__(
-        self, path: str, lock_timeout: float | None = None, op: str = "api", store: Store | None = None
+        self,
+        path: str,
+        lock_timeout: float | None = None,
+        op: str = "api",
+        store: Store | None = None,
     ) -> None:
         # ``store``: another driver with Store's calls (the key server's remote vault)
         self.store = store if store is not None else Store(path, lock_timeout, op)

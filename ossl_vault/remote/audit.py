@@ -66,6 +66,5 @@ def fetch(remote: Remote, names: dict[str, str]) -> list[Entry]:
     remote.config["audit_head"] = [len(lines) - 1, line_hash(lines[-1])]
     remote.save()
     return [
-        Entry(int(f[0]), f[1], f[2], f[3], f[4], f[5], f[6], names.get(f[4], "-"))
-        for f in records
+        Entry(int(f[0]), f[1], f[2], f[3], f[4], f[5], f[6], names.get(f[4], "-")) for f in records
     ]

@@ -239,7 +239,9 @@ class Remote:
             headers = {
                 protocol.SESSION_HEADER: sid,
                 protocol.COUNTER_HEADER: str(counter),
-                protocol.MAC_HEADER: protocol.request_mac(req_key, sid, counter, method, full, body),
+                protocol.MAC_HEADER: protocol.request_mac(
+                    req_key, sid, counter, method, full, body
+                ),
             }
             status, data, response = self._send(method, full, body, headers)
         mac = response.getheader(protocol.MAC_HEADER)
@@ -290,7 +292,8 @@ class Remote:
             ke3, session_key, export_key = login.finish(unb64(doc.get("ke2"), "ke2"))
         except AccessDenied as e:
             delay = self.public("POST", "/login/abort", {"login": lid}).get("retry_after", 0)
-            raise AccessDenied(e.message, hint=f"the server delays the next login by {delay} s")
+            hint = f"the server delays the next login by {delay} s"
+            raise AccessDenied(e.message, hint=hint) from None
         doc = self.public("POST", "/login/finish", {"login": lid, "ke3": b64(ke3), "ttl": ttl})
         key_pem = account.open_account(
             unb64(doc.get("account"), "account"), export_key, self.user, server_key

@@ -111,9 +111,7 @@ class Server:
         request = _parse("CredentialRequest", ke1, KE1_LEN)
         password_file = lib.PasswordFile.from_bytes(record or self.fake_record(user))
         try:
-            response, state = self._server.create_credential_response(
-                request, user, password_file
-            )
+            response, state = self._server.create_credential_response(request, user, password_file)
         except lib.OpaqueError:
             raise BadMessage("KE1 was refused") from None
         return bytes(response.to_bytes()), state
@@ -171,4 +169,8 @@ class Login:
                 hint="the server cannot tell you which, by design",
             ) from None
         keys = result.session_keys
-        return bytes(result.finalization.to_bytes()), bytes(keys.session_key), bytes(keys.export_key)
+        return (
+            bytes(result.finalization.to_bytes()),
+            bytes(keys.session_key),
+            bytes(keys.export_key),
+        )

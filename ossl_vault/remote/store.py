@@ -52,6 +52,7 @@ class RemoteStore:
         self._base: str | None = None
         self._lease: str | None = None
         self.known: dict[str, str] = {}  # id -> name, kept after a secret goes: the audit names it
+        self._sealed_names: bytes | None = None
 
     def exists(self) -> bool:
         return self.remote.call("GET", "/vault").get("index") is not None
@@ -66,13 +67,17 @@ class RemoteStore:
         data = unb64(doc["index"], "index")
         if hashlib.sha256(data).hexdigest() != doc.get("hash"):
             raise IntegrityError("the server's index does not match its hash")
-        names = self.names.open(unb64(doc["names"], "names") if doc.get("names") else None)
+        sealed = unb64(doc["names"], "names") if doc.get("names") else None
+        if sealed != self._sealed_names:  # opening it runs openssl: once per version of it
+            self.known, self._sealed_names = self.names.open(sealed), sealed
+        names = self.known
         self._base = doc["hash"]
-        self.known = names
 
         def name_of(ident: str) -> str:
             if ident not in names:
-                raise IntegrityError(f"the server's index holds an id with no name ({ident[:16]}...)")
+                raise IntegrityError(
+                    f"the server's index holds an id with no name ({ident[:16]}...)"
+                )
             return names[ident]
 
         return rename(parse(data), name_of)

@@ -142,9 +142,7 @@ class Database:
             if missing:
                 raise IntegrityError(f"the index names a missing blob {min(missing)[:16]}...")
             for stale in have - wanted:
-                self.conn.execute(
-                    "DELETE FROM blobs WHERE user = ? AND digest = ?", (user, stale)
-                )
+                self.conn.execute("DELETE FROM blobs WHERE user = ? AND digest = ?", (user, stale))
             self.conn.execute(
                 "INSERT OR REPLACE INTO vaults VALUES (?, ?, ?, ?)",
                 (user, index, digest_of_index, names),

@@ -143,7 +143,9 @@ class Gate:
         s = self.sessions.get(_key(sid))
         if s is None or s.expires < time.time():
             self.sessions.pop(_key(sid), None)
-            raise AccessDenied("the session has ended", hint="log in again: ossl-vault remote login")
+            raise AccessDenied(
+                "the session has ended", hint="log in again: ossl-vault remote login"
+            )
         return s
 
     def close(self, sid: str) -> None:
