@@ -244,3 +244,34 @@ def test_sigterm_stops_a_server_cleanly(tmp_path: Path) -> None:
     srv = init_server(tmp_path / "srv", clean_env(tmp_path)).start()
     assert srv.stop() == 0
     assert any("stopped" in line for line in srv.log)
+
+
+def test_no_secret_reaches_an_openssl_command_line(server: KeyServer, tmp_path: Path) -> None:
+    """Promise 2 on the client: values, the password and the account key stay off argv/env."""
+    from test_no_secret_argv import distinctive, logging_openssl, spellings
+
+    from ossl_vault.openssl import crypto
+
+    password = distinctive("pw").decode()
+    value = distinctive("value")
+    d = device(tmp_path / "shim", server, "shimmy", password=password)
+    shimmed, log = logging_openssl(tmp_path, d.env)
+    d.ok("remote", "register", server.url, d.user, "--password-file", str(d.password_file),
+         remote=False, env=shimmed)  # fmt: skip
+    d.ok("put", "shim/secret", input=value, env=shimmed)
+    assert d.ok("get", "shim/secret", env=shimmed).out == value
+    d.ok("remote", "passwd", "--password-file", str(d.password_file), env=shimmed)
+    d.ok("remote", "clone", str(tmp_path / "copy"), env=shimmed)
+    key = d.ok("remote", "export-key").out
+    der = subprocess.run(["openssl", "pkey", "-outform", "DER"], input=key,
+                         capture_output=True, check=True).stdout  # fmt: skip
+    logged = log.read_bytes()
+    assert b"enc" in logged and b"pkey" in logged  # the shim saw the calls
+    for secret in (
+        value,
+        password.encode(),
+        der[-32:],
+        crypto.hkdf(der, "ossl-vault/v1/remote-id"),
+    ):
+        for spelling in spellings(secret):
+            assert spelling not in logged, secret
