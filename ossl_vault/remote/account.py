@@ -32,13 +32,20 @@ def new_key() -> bytes:
     return crypto.genpkey("X25519")
 
 
+def _keys(label: str, key: bytes) -> tuple[str, bytes]:
+    """(openssl enc password, MAC key) of a sealed document: HKDF of ``key``."""
+    short = label.removeprefix("ossl-vault-")
+    enc = crypto.hkdf(key, f"ossl-vault/v1/{short}-enc").hex()
+    return enc, crypto.hkdf(key, f"ossl-vault/v1/{short}-mac")
+
+
 def _seal(label: str, key: bytes, aad: str, data: bytes) -> bytes:
     fresh = crypto.rand(crypto.SALT_LEN + crypto.IV_LEN)
     salt, iv = fresh[: crypto.SALT_LEN], fresh[crypto.SALT_LEN :]
-    password = crypto.hkdf(key, f"ossl-vault/v1/{label}-enc").hex()
+    password, mac_key = _keys(label, key)
     ct = crypto.enc(data, password, salt, iv)
     head = [label, "1", b64(salt), b64(iv), b64(ct)]
-    tag = crypto.mac(crypto.hkdf(key, f"ossl-vault/v1/{label}-mac"), _mac_input(head, aad))
+    tag = crypto.mac(mac_key, _mac_input(head, aad))
     return ("\t".join([*head, b64(tag)]) + "\n").encode()
 
 
@@ -58,12 +65,12 @@ def _open(label: str, key: bytes, aad: str, sealed: bytes) -> bytes:
     iv = unb64(fields[3], "iv", 16)
     ct = unb64(fields[4], "ciphertext")
     tag = unb64(fields[5], "mac", 32)
-    want = crypto.mac(crypto.hkdf(key, f"ossl-vault/v1/{label}-mac"), _mac_input(fields[:5], aad))
+    password, mac_key = _keys(label, key)
+    want = crypto.mac(mac_key, _mac_input(fields[:5], aad))
     if not crypto.mac_equal(want, tag):
         raise IntegrityError(f"the server's {label} document failed its integrity check")
     try:
-        return crypto.dec(ct, crypto.hkdf(key, f"ossl-vault/v1/{label}-enc").hex(), salt, iv,
-                          crypto.ENC_ITER)  # fmt: skip
+        return crypto.dec(ct, password, salt, iv, crypto.ENC_ITER)
     except OpensslFailed:
         raise IntegrityError(f"the server's {label} document does not decrypt") from None
 

@@ -9,6 +9,7 @@ else runs; answers carry a MAC the client checks.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from ossl_vault.server import state
 from ossl_vault.server.db import ConflictError, Database
 from ossl_vault.server.sessions import Gate, Session
 
+HEX64 = re.compile(r"[0-9a-f]{64}")
 STATUS = {1: 500, 2: 400, 3: 404, 4: 401, 5: 422, 6: 503}
 Handler = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
 SessionHandler = Callable[[Request, dict[str, Any], Session], Awaitable[dict[str, Any]]]
@@ -248,6 +250,8 @@ class KeyServer:
 
     async def blob(self, request: Request, doc: dict[str, Any], s: Session) -> dict[str, Any]:
         digest = request.path_params["digest"]
+        if not HEX64.fullmatch(digest):
+            raise UsageError("a blob is named by its SHA-256 in lowercase hex")
         data = self.db.blob(s.user, digest)
         ident, version = self.name_of(s.user, digest)
         self.db.log(s.user, [(addr(request), "read-blob", ident, version, "ok")])
