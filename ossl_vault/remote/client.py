@@ -41,6 +41,10 @@ ERRORS: dict[int, type[VaultError]] = {
 TIMEOUT = 120.0
 
 
+class Stale(Exception):
+    """A kept-alive connection the server had closed: the request did not run."""
+
+
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "ossl-vault" / "remote"
@@ -103,6 +107,7 @@ class Remote:
         self.path = self.home / f"{stem}.json"
         self.key_path = self.home / f"{stem}.key"
         self.config: dict[str, Any] = self._load()
+        self._conn: http.client.HTTPSConnection | None = None
         if ca is not None:
             self.config["ca"] = os.path.abspath(ca)
 
@@ -116,11 +121,22 @@ class Remote:
         except (OSError, ValueError) as e:
             raise OperationError(f"cannot read '{self.path}': {e}") from None
 
-    def save(self) -> None:
+    def save(self, durable: bool = True) -> None:
+        """Write the config; ``durable=False`` skips the fsyncs (a counter step: see _signed)."""
         d = self.home
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)
-        atomic_write(self.path, json.dumps(self.config, indent=2, sort_keys=True).encode())
+        data = json.dumps(self.config, indent=2, sort_keys=True).encode()
+        if durable:
+            atomic_write(self.path, data)
+            return
+        tmp = self.path.with_name(f".tmp.{os.getpid()}.{self.path.name}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -185,16 +201,26 @@ class Remote:
     def _send(
         self, method: str, path: str, body: bytes, headers: dict[str, str], pin: bool = False
     ) -> tuple[int, bytes, http.client.HTTPResponse]:
-        conn = self._connect(pin)
+        """One request on this object's kept-alive connection (made and pinned on first use).
+
+        A kept connection the server has closed raises Stale: the request did
+        not run, and the caller sends it again (a session request, with a new
+        counter).
+        """
+        reused = self._conn is not None
+        if self._conn is None:
+            self._conn = self._connect(pin)
         try:
-            conn.request(method, path, body=body or None,
-                         headers={"Content-Type": "application/json", **headers})  # fmt: skip
-            response = conn.getresponse()
+            self._conn.request(method, path, body=body or None,
+                               headers={"Content-Type": "application/json", **headers})  # fmt: skip
+            response = self._conn.getresponse()
             return response.status, response.read(), response
         except (OSError, http.client.HTTPException) as e:
+            self._conn.close()
+            self._conn = None
+            if reused and isinstance(e, ConnectionError | http.client.RemoteDisconnected):
+                raise Stale() from None
             raise OperationError(f"the request to {self.url} failed: {e}") from None
-        finally:
-            conn.close()
 
     @staticmethod
     def _decode(status: int, data: bytes) -> dict[str, Any]:
@@ -216,7 +242,10 @@ class Remote:
                pin: bool = False) -> dict[str, Any]:  # fmt: skip
         """A request outside a session (info, register, login)."""
         body = json.dumps(doc).encode() if doc is not None else b""
-        status, data, _ = self._send(method, protocol.API + path, body, {}, pin)
+        try:
+            status, data, _ = self._send(method, protocol.API + path, body, {}, pin)
+        except Stale:
+            status, data, _ = self._send(method, protocol.API + path, body, {}, pin)
         return self._decode(status, data)
 
     def call(self, method: str, path: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -224,26 +253,10 @@ class Remote:
         body = json.dumps(doc).encode() if doc is not None else b""
         full = protocol.API + path
         with self._locked():
-            session = self.config.get("session")
-            if not session or session["expires"] <= time.time():
-                raise AccessDenied(
-                    f"not logged in to {self.url} as {self.user!r}"
-                    + (" (the session expired)" if session else ""),
-                    hint=f"ossl-vault remote login {self.url} {self.user}",
-                )
-            counter = session["counter"] + 1
-            session["counter"] = counter
-            self.save()  # before sending: a counter is never used twice
-            req_key, resp_key = protocol.session_keys(unb64(session["key"], "session key"))
-            sid = session["id"]
-            headers = {
-                protocol.SESSION_HEADER: sid,
-                protocol.COUNTER_HEADER: str(counter),
-                protocol.MAC_HEADER: protocol.request_mac(
-                    req_key, sid, counter, method, full, body
-                ),
-            }
-            status, data, response = self._send(method, full, body, headers)
+            try:
+                sid, counter, resp_key, (status, data, response) = self._signed(method, full, body)
+            except Stale:
+                sid, counter, resp_key, (status, data, response) = self._signed(method, full, body)
         mac = response.getheader(protocol.MAC_HEADER)
         want = protocol.response_mac(resp_key, sid, counter, status, data)
         if mac is None or not protocol.mac_ok(mac, want):
@@ -251,6 +264,30 @@ class Remote:
                 return self._decode(status, data)
             raise IntegrityError(f"the answer of {self.url} failed its MAC check")
         return self._decode(status, data)
+
+    def _signed(
+        self, method: str, full: str, body: bytes
+    ) -> tuple[str, int, bytes, tuple[int, bytes, http.client.HTTPResponse]]:
+        """Send a session request under the next counter; the caller holds the lock."""
+        session = self.config.get("session")
+        if not session or session["expires"] <= time.time():
+            raise AccessDenied(
+                f"not logged in to {self.url} as {self.user!r}"
+                + (" (the session expired)" if session else ""),
+                hint=f"ossl-vault remote login {self.url} {self.user}",
+            )
+        # counters follow the clock too, so a step lost with an unsynced write is never reused
+        counter = max(session["counter"] + 1, time.time_ns() // 1000)
+        session["counter"] = counter
+        self.save(durable=False)  # before sending: a counter is never used twice
+        req_key, resp_key = protocol.session_keys(unb64(session["key"], "session key"))
+        sid = session["id"]
+        headers = {
+            protocol.SESSION_HEADER: sid,
+            protocol.COUNTER_HEADER: str(counter),
+            protocol.MAC_HEADER: protocol.request_mac(req_key, sid, counter, method, full, body),
+        }
+        return sid, counter, resp_key, self._send(method, full, body, headers)
 
     # -- flows -------------------------------------------------------------------------
 
