@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class Remote:
         self.key_path = self.home / f"{stem}.key"
         self.config: dict[str, Any] = self._load()
         self._conn: http.client.HTTPSConnection | None = None
+        self._wire = threading.Lock()
         if ca is not None:
             self.config["ca"] = os.path.abspath(ca)
 
@@ -207,20 +209,21 @@ class Remote:
         not run, and the caller sends it again (a session request, with a new
         counter).
         """
-        reused = self._conn is not None
-        if self._conn is None:
-            self._conn = self._connect(pin)
-        try:
-            self._conn.request(method, path, body=body or None,
-                               headers={"Content-Type": "application/json", **headers})  # fmt: skip
-            response = self._conn.getresponse()
-            return response.status, response.read(), response
-        except (OSError, http.client.HTTPException) as e:
-            self._conn.close()
-            self._conn = None
-            if reused and isinstance(e, ConnectionError | http.client.RemoteDisconnected):
-                raise Stale() from None
-            raise OperationError(f"the request to {self.url} failed: {e}") from None
+        with self._wire:  # one request at a time on the connection, whichever thread asks
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = self._connect(pin)
+            try:
+                headers = {"Content-Type": "application/json", **headers}
+                self._conn.request(method, path, body=body or None, headers=headers)
+                response = self._conn.getresponse()
+                return response.status, response.read(), response
+            except (OSError, http.client.HTTPException) as e:
+                self._conn.close()
+                self._conn = None
+                if reused and isinstance(e, ConnectionError | http.client.RemoteDisconnected):
+                    raise Stale() from None
+                raise OperationError(f"the request to {self.url} failed: {e}") from None
 
     @staticmethod
     def _decode(status: int, data: bytes) -> dict[str, Any]:
