@@ -66,6 +66,7 @@ def register(url: str, user: str, password_file: str | None, ca: str | None, ttl
     from ossl_vault.format.records import Index
     from ossl_vault.keys.pubkeys import PublicKey
     from ossl_vault.openssl import crypto
+    from ossl_vault.ops import edits
     from ossl_vault.remote.account import RECIPIENT
     from ossl_vault.storage.audit import Event
 
@@ -75,7 +76,7 @@ def register(url: str, user: str, password_file: str | None, ca: str | None, ttl
     remote.login(given, parse_ttl(ttl))
     vault = remote_vault(f"{remote.user}@{remote.url}", "init")
     index = Index()
-    key = vault.add_key(index, RECIPIENT, PublicKey("x25519", crypto.public_der(key_pem)), True)
+    key = edits.add_key(index, RECIPIENT, PublicKey("x25519", crypto.public_der(key_pem)), True)
     with vault.store.locked(creating=True):
         vault.store.commit(index, {}, Event("init", keys=(key.fingerprint,)))
     note(f"registered {remote.user!r} on {remote.url} and logged in")
