@@ -174,6 +174,10 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
+    if obj.remote:
+        raise UsageError(
+            "a remote vault is created by 'ossl-vault remote register'", hint="drop --remote"
+        )
     obj.vault().init(pairs, audit_mode, audit_checkpoints)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
 

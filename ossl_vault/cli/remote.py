@@ -98,7 +98,7 @@ def login(url: str, user: str, password_file: str | None, ca: str | None, ttl: s
 
 
 @remote_group.command(epilog=EPILOG)
-@click.argument("spec", required=False, metavar="[USER@URL]")
+@click.argument("spec", required=False, metavar="[URL | USER@URL]")
 @pass_ctx
 def logout(obj: Context, spec: str | None) -> None:
     """End the session; this device forgets the account key until the next login."""

@@ -79,10 +79,16 @@ def saved() -> list[tuple[str, str]]:
 
 
 def resolve(spec: str | None) -> tuple[str, str]:
-    """The account to use: ``spec``, else the only one this device knows."""
+    """The account to use: ``spec`` (USER@URL, or a URL this device has one account on),
+    else the only one this device knows."""
+    known = saved()
+    if spec and spec.startswith("https://"):
+        on = [(u, url) for u, url in known if url == check_url(spec)]
+        if len(on) == 1:
+            return on[0]
+        raise UsageError(f"this device has {len(on)} accounts on {spec}", hint="give USER@URL")
     if spec:
         return parse_spec(spec)
-    known = saved()
     if len(known) == 1:
         return known[0]
     raise UsageError(
