@@ -275,3 +275,20 @@ def test_no_secret_reaches_an_openssl_command_line(server: KeyServer, tmp_path: 
     ):
         for spelling in spellings(secret):
             assert spelling not in logged, secret
+
+
+def test_export_import_and_the_remote_from_the_environment(
+    server: KeyServer, tmp_path: Path, keydir: Path
+) -> None:
+    d = device(tmp_path / "ie", server, "ines")
+    d.register()
+    env = {"OSSL_VAULT_REMOTE": d.remote}
+    (tmp_path / "app.env").write_text("DB_PASS=from-env-file\nTOKEN=t0k3n\n")
+    d.ok("import", "--env", str(tmp_path / "app.env"), remote=False, env=env)
+    assert d.ok("get", "DB_PASS", remote=False, env=env).out == b"from-env-file"
+    cms = d.ok("export", "TOKEN", "--to", str(keydir / "rsa.pem"), remote=False, env=env).out
+    p = subprocess.run(["openssl", "cms", "-decrypt", "-inform", "DER", "-inkey",
+                        str(keydir / "rsa.key")], input=cms, capture_output=True)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.endswith(b"t0k3n")
+    assert_error(d.run("init", remote=False, env=env), 2, "remote register")
