@@ -25,6 +25,8 @@ from pathlib import Path
 
 from common import COMMAND, bench_env, interleaved, make_host_key
 
+VALUE = b"bench-value-123"
+
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process, in KiB."""
@@ -35,7 +37,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def start_server(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -68,8 +70,10 @@ def timed_all(fn: object, count: int, clients: int) -> tuple[float, list[float]]
 
 
 def report(label: str, wall: float, lat: list[float]) -> None:
-    print(f"  {label:<34} {len(lat) / wall:8.1f}/s   p50 {statistics.median(lat) * 1000:6.1f} ms"
-          f"   p99 {percentile(lat, 99) * 1000:6.1f} ms   ({len(lat)} in {wall:.2f} s)")  # fmt: skip
+    p50, p99 = statistics.median(lat) * 1000, percentile(lat, 99) * 1000
+    rate = len(lat) / wall
+    print(f"  {label:<34} {rate:8.1f}/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms", end="")
+    print(f"   ({len(lat)} in {wall:.2f} s)")
 
 
 def main() -> None:
@@ -96,7 +100,7 @@ def main() -> None:
             subprocess.run([*COMMAND, "remote", "register", url, "bench", "--password-file",
                             str(password)], check=True, capture_output=True, env=env)  # fmt: skip
             subprocess.run([*COMMAND, "--remote", f"bench@{url}", "put", "bench/value"],
-                           input=b"bench-value-123", check=True, capture_output=True, env=env)  # fmt: skip
+                           input=VALUE, check=True, capture_output=True, env=env)  # fmt: skip
             devices = [Remote(url, "bench", home=work / f"device{i}") for i in range(args.clients)]
 
             def login(i: int) -> None:
@@ -128,7 +132,7 @@ def main() -> None:
             subprocess.run([*COMMAND, "--vault", str(local), "init", "--recipient",
                             f"host={cert}"], check=True, capture_output=True, env=env)  # fmt: skip
             subprocess.run([*COMMAND, "--vault", str(local), "put", "bench/value"],
-                           input=b"bench-value-123", check=True, capture_output=True, env=env)  # fmt: skip
+                           input=VALUE, check=True, capture_output=True, env=env)  # fmt: skip
             medians = interleaved({
                 "local": [*COMMAND, "--vault", str(local), "--identity", str(key), "get",
                           "bench/value"],

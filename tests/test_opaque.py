@@ -9,7 +9,7 @@ import pytest
 from ossl_vault.errors import AccessDenied
 from ossl_vault.remote import opaque
 
-VECTORS = Path(__file__).parent / "vectors" / "opaque-rfc9807.vec"
+VECTORS = Path(__file__).parent / "vectors" / "opaque-rfc9807.txt"
 
 
 def vectors() -> list[dict[str, bytes]]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_error, clean_env
+from conftest import CLI, ROOT, assert_error, clean_env
 from server_helpers import KeyServer, device, init_server
 
 
@@ -292,3 +292,66 @@ def test_export_import_and_the_remote_from_the_environment(
     assert p.returncode == 0, p.stderr
     assert p.stdout.endswith(b"t0k3n")
     assert_error(d.run("init", remote=False, env=env), 2, "remote register")
+
+
+def test_a_ca_issued_certificate_with_ca(tmp_path: Path) -> None:
+    """server init --cert/--key serves the host's pair; the client verifies it with --ca."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=test CA",
+        "-days",
+        "2",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "host.key",
+        "-out",
+        "host.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "host.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "host.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    env = clean_env(tmp_path)
+    p = subprocess.run(
+        [*CLI, "server", "init", str(tmp_path / "srv"), "--cert", str(tmp_path / "host.pem"),
+         "--key", str(tmp_path / "host.key")], capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    srv = KeyServer(tmp_path / "srv", env).start()
+    try:
+        d = device(tmp_path / "d", srv, "cara")
+        r = d.run("remote", "register", srv.url, "cara", "--password-file",
+                  str(d.password_file), "--ca", str(tmp_path / "ca.pem"), remote=False)  # fmt: skip
+        assert r.rc == 0, r.err
+        d.ok("put", "x", input=b"with-a-ca")
+        assert d.ok("get", "x").out == b"with-a-ca"
+        other = device(tmp_path / "o", srv, "cara")  # another CA: refused before any byte
+        wrong_ca = ["--ca", str(tmp_path / "host.pem")]
+        r = other.run("remote", "login", srv.url, "cara", "--password-file",
+                      str(other.password_file), *wrong_ca, remote=False)  # fmt: skip
+        assert_error(r, 5, "does not verify")
+    finally:
+        assert srv.stop() == 0

@@ -9,9 +9,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from server_helpers import device, init_server
-
 from conftest import clean_env
+from server_helpers import device, init_server
 
 CLIENTS = 50
 

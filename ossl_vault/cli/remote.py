@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -93,8 +94,9 @@ def login(url: str, user: str, password_file: str | None, ca: str | None, ttl: s
           repin: bool) -> None:  # fmt: skip
     """Log in with the password alone (a new device needs nothing else)."""
     remote = Remote(check_url(url), check_user(user), ca)
-    remote.login(password(password_file, confirm=False), parse_ttl(ttl), repin)
-    note(f"logged in to {remote.url} as {remote.user!r} for {parse_ttl(ttl)} s")
+    expires = remote.login(password(password_file, confirm=False), parse_ttl(ttl), repin)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    note(f"logged in to {remote.url} as {remote.user!r} until {until}")
 
 
 @remote_group.command(epilog=EPILOG)

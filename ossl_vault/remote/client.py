@@ -187,6 +187,11 @@ class Remote:
         )
         try:
             conn.connect()
+        except ssl.SSLCertVerificationError as e:
+            raise IntegrityError(
+                f"the TLS certificate of {self.url} does not verify: {e.verify_message}",
+                hint=f"--ca {self.config.get('ca')} is not the CA that issued it",
+            ) from None
         except (OSError, ssl.SSLError) as e:
             raise OperationError(f"cannot reach {self.url}: {e}") from None
         if self.config.get("ca"):
@@ -326,8 +331,11 @@ class Remote:
         self.save()
         return key_pem
 
-    def login(self, password: bytes, ttl: int, repin: bool = False) -> None:
-        """OPAQUE login; the session and the account key are kept for this device."""
+    def login(self, password: bytes, ttl: int, repin: bool = False) -> int:
+        """OPAQUE login; the session and the account key are kept for this device.
+
+        Returns when the session expires (Unix time): the server may cap ``ttl``.
+        """
         if repin:
             self.config.pop("tls_sha256", None)
         server_key = self.info(pin=True)
@@ -351,6 +359,7 @@ class Remote:
         }  # fmt: skip
         self.save()
         atomic_write(self.key_path, key_pem)
+        return int(doc["expires"])
 
     def start_login(self, ke1: bytes) -> dict[str, Any]:
         """KE1 out, KE2 back; a server busy with other logins of this user is asked again."""

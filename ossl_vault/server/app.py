@@ -94,12 +94,13 @@ class KeyServer:
         declared = request.headers.get("content-length")
         if declared and (not declared.isdigit() or int(declared) > self.settings.max_body):
             raise TooLarge(f"request body over {self.settings.max_body} bytes")
-        data = b""
+        chunks, size = [], 0
         async for chunk in request.stream():
-            data += chunk
-            if len(data) > self.settings.max_body:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.settings.max_body:
                 raise TooLarge(f"request body over {self.settings.max_body} bytes")
-        request.state.raw = data
+        data = request.state.raw = b"".join(chunks)
         if not data:
             return {}
         try:
@@ -117,6 +118,8 @@ class KeyServer:
                 return reply(200, doc)
             except VaultError as e:
                 return reply(*error_doc(e))
+            except Exception as e:  # a bug: one log line, no traceback with request data
+                return reply(*internal(request, e))
 
         return endpoint
 
@@ -145,6 +148,8 @@ class KeyServer:
                 status, out = 200, await handler(request, doc, session)
             except VaultError as e:
                 status, out = error_doc(e)
+            except Exception as e:  # a bug: one log line, no traceback with request data
+                status, out = internal(request, e)
             body = json.dumps(out, sort_keys=True).encode()
             headers = {}
             if session is not None:
@@ -345,6 +350,11 @@ class KeyServer:
         app = Starlette(routes=self.routes())
         app.add_middleware(RequestLog)
         return app
+
+
+def internal(request: Request, e: Exception) -> tuple[int, dict[str, Any]]:
+    print(f"ossl-vault: error: {request.url.path}: internal {type(e).__name__}", file=sys.stderr)
+    return 500, {"error": "internal server error", "exit": 1}
 
 
 def addr(request: Request) -> str:

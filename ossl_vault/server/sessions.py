@@ -19,6 +19,8 @@ from ossl_vault.errors import AccessDenied, BusyError
 from ossl_vault.remote import protocol
 from ossl_vault.server.state import Settings
 
+FORGET_AFTER = 3600.0  # seconds after its last failure that a user's or address's count goes
+
 
 def token() -> str:
     return secrets.token_urlsafe(24)
@@ -113,6 +115,11 @@ class Gate:
         for sid, s in list(self.sessions.items()):
             if s.expires < time.time():
                 del self.sessions[sid]
+        # failures long past are forgotten, so probes of random names cannot fill memory
+        for table in (self.by_user, self.by_addr):
+            for key, f in list(table.items()):
+                if now - f.last > FORGET_AFTER:
+                    del table[key]
 
     def start(self, user: str, addr: str, state: Any) -> str:
         self.sweep()
