@@ -26,6 +26,7 @@ from pathlib import Path
 from common import COMMAND, bench_env, interleaved, make_host_key
 
 VALUE = b"bench-value-123"
+PASSWORD = b"bench password 1"
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -76,6 +77,58 @@ def report(label: str, wall: float, lat: list[float]) -> None:
     print(f"   ({len(lat)} in {wall:.2f} s)")
 
 
+def measure_server(url: str, work: Path, pid: int, args: argparse.Namespace) -> None:
+    """Logins, then authenticated reads, then the server's RSS."""
+    from ossl_vault.ops.vault import Vault
+    from ossl_vault.remote import opaque
+    from ossl_vault.remote.client import Remote
+    from ossl_vault.remote.store import RemoteStore
+
+    devices = [Remote(url, "bench", home=work / f"device{i}") for i in range(args.clients)]
+
+    def login(i: int) -> None:
+        devices[i % args.clients].login(PASSWORD, 600)
+
+    print(f"key server on 2 cores, {args.clients} client threads; "
+          f"OPAQUE {opaque.SUITE}, Argon2id {opaque.ARGON2ID}")  # fmt: skip
+    for d in devices:
+        d.login(PASSWORD, 600)  # warm-up, and every device has a session
+    wall, lat = timed_all(login, args.logins, 1)
+    report("login (KE1..KE3), one at a time", wall, lat)
+    wall, lat = timed_all(login, args.logins, args.clients)
+    report(f"login, {args.clients} at once", wall, lat)
+
+    stores = [RemoteStore(d, "get") for d in devices]
+    digest = Vault(str(stores[0].root), store=stores[0]).version("bench/value").blob  # type: ignore[arg-type]
+
+    def read(i: int) -> None:
+        stores[i % args.clients].read_blob(digest)
+
+    wall, lat = timed_all(read, args.reads, args.clients)
+    report(f"authenticated read, {args.clients} at once", wall, lat)
+    rss, peak = rss_kib(pid)
+    print(f"  server RSS {rss / 1024:.1f} MiB (peak {peak / 1024:.1f} MiB)")
+
+
+def measure_get(url: str, work: Path, env: dict[str, str], runs: int) -> None:
+    """A cold remote get beside a cold local get of the same value."""
+    key, cert = make_host_key(work)
+    local = work / "local"
+    subprocess.run([*COMMAND, "--vault", str(local), "init", "--recipient",
+                    f"host={cert}"], check=True, capture_output=True, env=env)  # fmt: skip
+    subprocess.run([*COMMAND, "--vault", str(local), "put", "bench/value"],
+                   input=VALUE, check=True, capture_output=True, env=env)  # fmt: skip
+    medians = interleaved({
+        "local": [*COMMAND, "--vault", str(local), "--identity", str(key), "get", "bench/value"],
+        "remote": [*COMMAND, "--remote", f"bench@{url}", "get", "bench/value"],
+    }, runs, env)  # fmt: skip
+    local_ms, remote_ms = medians["local"] * 1000, medians["remote"] * 1000
+    print(f"cold get, median of {runs} runs each")
+    print(f"  ossl-vault get (local vault, RSA 2048)   {local_ms:7.1f} ms    1.00x")
+    print(f"  ossl-vault --remote ... get              {remote_ms:7.1f} ms"
+          f"    {remote_ms / local_ms:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logins", type=int, default=40)
@@ -83,12 +136,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-
-    from ossl_vault.ops.vault import Vault
-    from ossl_vault.remote import opaque
-    from ossl_vault.remote.client import Remote
-    from ossl_vault.remote.store import RemoteStore
-
     env = bench_env()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -96,53 +143,13 @@ def main() -> None:
         proc, url = start_server(work, env)
         try:
             password = work / "password"
-            password.write_text("bench password 1\n")
+            password.write_bytes(PASSWORD + b"\n")
             subprocess.run([*COMMAND, "remote", "register", url, "bench", "--password-file",
                             str(password)], check=True, capture_output=True, env=env)  # fmt: skip
             subprocess.run([*COMMAND, "--remote", f"bench@{url}", "put", "bench/value"],
                            input=VALUE, check=True, capture_output=True, env=env)  # fmt: skip
-            devices = [Remote(url, "bench", home=work / f"device{i}") for i in range(args.clients)]
-
-            def login(i: int) -> None:
-                devices[i % args.clients].login(b"bench password 1", 600)
-
-            print(f"key server on 2 cores, {args.clients} client threads; "
-                  f"OPAQUE {opaque.SUITE}, Argon2id {opaque.ARGON2ID}")  # fmt: skip
-            for d in devices:
-                d.login(b"bench password 1", 600)  # warm-up, and every device has a session
-            wall, lat = timed_all(login, args.logins, 1)
-            report("login (KE1..KE3), one at a time", wall, lat)
-            wall, lat = timed_all(login, args.logins, args.clients)
-            report(f"login, {args.clients} at once", wall, lat)
-
-            store = RemoteStore(devices[0], "get")
-            digest = Vault(str(store.root), store=store).version("bench/value").blob  # type: ignore[arg-type]
-            stores = [RemoteStore(d, "get") for d in devices]
-
-            def read(i: int) -> None:
-                stores[i % args.clients].read_blob(digest)
-
-            wall, lat = timed_all(read, args.reads, args.clients)
-            report(f"authenticated read, {args.clients} at once", wall, lat)
-            rss, peak = rss_kib(proc.pid)
-            print(f"  server RSS {rss / 1024:.1f} MiB (peak {peak / 1024:.1f} MiB)")
-
-            key, cert = make_host_key(work)
-            local = work / "local"
-            subprocess.run([*COMMAND, "--vault", str(local), "init", "--recipient",
-                            f"host={cert}"], check=True, capture_output=True, env=env)  # fmt: skip
-            subprocess.run([*COMMAND, "--vault", str(local), "put", "bench/value"],
-                           input=VALUE, check=True, capture_output=True, env=env)  # fmt: skip
-            medians = interleaved({
-                "local": [*COMMAND, "--vault", str(local), "--identity", str(key), "get",
-                          "bench/value"],
-                "remote": [*COMMAND, "--remote", f"bench@{url}", "get", "bench/value"],
-            }, args.runs, env)  # fmt: skip
-            print(f"cold get, median of {args.runs} runs each")
-            print(f"  ossl-vault get (local vault, RSA 2048)   {medians['local'] * 1000:7.1f} ms"
-                  "    1.00x")  # fmt: skip
-            print(f"  ossl-vault --remote ... get              {medians['remote'] * 1000:7.1f} ms"
-                  f"    {medians['remote'] / medians['local']:.2f}x")  # fmt: skip
+            measure_server(url, work, proc.pid, args)
+            measure_get(url, work, env, args.runs)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

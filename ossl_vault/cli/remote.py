@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -56,12 +58,16 @@ def remote_group() -> None:
     """Your account on a key server: OPAQUE over TLS 1.3, end-to-end encrypted."""
 
 
+def account_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """URL USER, --password-file, --ca, --ttl: what register and login share."""
+    for decorate in (ttl_option, ca_option, password_file, click.argument("user"),
+                     click.argument("url")):  # fmt: skip
+        f = decorate(f)
+    return f
+
+
 @remote_group.command(epilog=EPILOG)
-@click.argument("url")
-@click.argument("user")
-@password_file
-@ca_option
-@ttl_option
+@account_options
 def register(url: str, user: str, password_file: str | None, ca: str | None, ttl: str) -> None:
     """Create an account (and its account key), log in, and create its vault."""
     from ossl_vault.format.records import Index
@@ -84,11 +90,7 @@ def register(url: str, user: str, password_file: str | None, ca: str | None, ttl
 
 
 @remote_group.command(epilog=EPILOG)
-@click.argument("url")
-@click.argument("user")
-@password_file
-@ca_option
-@ttl_option
+@account_options
 @click.option("--repin", is_flag=True, help="Accept the server's new TLS certificate.")
 def login(url: str, user: str, password_file: str | None, ca: str | None, ttl: str,
           repin: bool) -> None:  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from ossl_vault.remote import opaque, protocol
 from ossl_vault.remote.protocol import b64, check_user, unb64
 from ossl_vault.server import state
 from ossl_vault.server.db import ConflictError, Database
+from ossl_vault.server.requestlog import RequestLog
 from ossl_vault.server.sessions import Gate, Session
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -359,44 +359,6 @@ def internal(request: Request, e: Exception) -> tuple[int, dict[str, Any]]:
 
 def addr(request: Request) -> str:
     return request.client.host if request.client else "-"
-
-
-class RequestLog:
-    """One line per request on stderr: time, client, method, path, status, bytes, ms.
-
-    Paths hold keyed ids and blob hashes only; bodies (which hold sealed
-    values, KE messages and user names) are never logged.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        seen = {"status": 0, "bytes": 0}
-
-        async def sending(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                seen["bytes"] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            client = scope.get("client") or ("-", 0)
-            ms = (time.monotonic() - started) * 1000
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            print(
-                f"{stamp} {client[0]} {scope['method']} {scope['path']} {seen['status']} "
-                f"{seen['bytes']} {ms:.1f}ms",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 __all__ = ["IntegrityError", "KeyServer", "NotFoundError"]
