@@ -199,7 +199,7 @@ def test_push_pull_clone_export_key_and_recover(
     key = ["--identity", str(keydir / "rsa.key")]
     d.ok("put", "local/one", input=b"from-local", remote=False)
     d.register()
-    d.ok(*key, "remote", "push", "local/one", remote=False)
+    d.ok(*key, "remote", "push", "local/one")  # with --remote too: the local key reads
     assert d.ok("get", "local/one").out == b"from-local"
     d.ok("put", "remote/two", input=b"from-server")
     d.ok("remote", "pull", "remote/two", remote=False)

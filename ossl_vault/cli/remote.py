@@ -141,7 +141,8 @@ def push(obj: Context, names: tuple[str, ...]) -> None:
     """Copy secrets from the local vault to the server (re-wrapped for the account key)."""
     local = Vault(obj.vault_dir, obj.lock_timeout, "remote-push")
     remote = remote_vault(obj.remote, "remote-push", obj.lock_timeout)
-    copy(local, obj.identities(), remote, names)
+    local_ids = sources.identities(obj.identity, None, False)  # not --remote's account key
+    copy(local, local_ids, remote, names)
 
 
 @remote_group.command(epilog=EPILOG)
