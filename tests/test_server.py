@@ -328,3 +328,22 @@ def test_a_ca_issued_certificate_with_ca(tmp_path: Path) -> None:
         assert_error(r, 5, "does not verify")
     finally:
         assert srv.stop() == 0
+
+
+def test_a_body_over_the_limit_is_refused(server: KeyServer) -> None:
+    import http.client
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    limit = json.loads((server.directory / "server.json").read_text())["max_body"]
+    for declared in (True, False):  # a Content-Length over the limit, and a body that runs over
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=60)
+        body = b"x" * (limit + 1)
+        headers = {} if declared else {"Transfer-Encoding": "chunked"}
+        conn.request("POST", "/v1/login/start", body=body if declared else iter([body]),
+                     headers=headers, encode_chunked=not declared)  # fmt: skip
+        response = conn.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["exit"] == 2
+        conn.close()
