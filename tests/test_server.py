@@ -347,3 +347,33 @@ def test_a_body_over_the_limit_is_refused(server: KeyServer) -> None:
         assert response.status == 413
         assert json.loads(response.read())["exit"] == 2
         conn.close()
+
+
+def test_closed_registration_needs_an_invitation(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    srv = init_server(tmp_path / "srv", env)
+    settings = json.loads((srv.directory / "server.json").read_text())
+    (srv.directory / "server.json").write_text(json.dumps({**settings, "open_registration": 0}))
+    srv.start()
+    try:
+        d = device(tmp_path / "d", srv, "ivan")
+        r = d.run("remote", "register", srv.url, "ivan", "--password-file",
+                  str(d.password_file), remote=False)  # fmt: skip
+        assert_error(r, 4, "needs an invitation")
+        p = subprocess.run([*CLI, "server", "invite", str(srv.directory), "ivan"],
+                           capture_output=True, env=env, timeout=60)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        token = tmp_path / "invite"
+        token.write_bytes(p.stdout)
+        (tmp_path / "wrong").write_text("not-the-token\n")
+        register = ["remote", "register", srv.url, "ivan", "--password-file", str(d.password_file)]
+        assert_error(d.run(*register, "--invite-file", str(tmp_path / "wrong"), remote=False), 4)
+        assert d.run(*register, "--invite-file", str(token), remote=False).rc == 0
+        d.ok("put", "k", input=b"invited")
+        other = device(tmp_path / "o", srv, "olga")  # an invitation names one user
+        pw = ["--password-file", str(other.password_file)]
+        r = other.run("remote", "register", srv.url, "olga", *pw, "--invite-file", str(token),
+                      remote=False)  # fmt: skip
+        assert_error(r, 4, "invitation")
+    finally:
+        assert srv.stop() == 0

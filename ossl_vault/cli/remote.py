@@ -68,7 +68,10 @@ def account_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @remote_group.command(epilog=EPILOG)
 @account_options
-def register(url: str, user: str, password_file: str | None, ca: str | None, ttl: str) -> None:
+@click.option("--invite-file", metavar="FILE",
+              help="The invitation token from the server's administrator.")  # fmt: skip
+def register(url: str, user: str, password_file: str | None, ca: str | None, ttl: str,
+             invite_file: str | None) -> None:  # fmt: skip
     """Create an account (and its account key), log in, and create its vault."""
     from ossl_vault.format.records import Index
     from ossl_vault.keys.pubkeys import PublicKey
@@ -79,7 +82,10 @@ def register(url: str, user: str, password_file: str | None, ca: str | None, ttl
 
     remote = Remote(check_url(url), check_user(user), ca)
     given = password(password_file, confirm=True)
-    key_pem = remote.register(given)
+    token = None
+    if invite_file is not None:
+        token = sources.read_line_file(invite_file, "invitation").decode("ascii", "replace")
+    key_pem = remote.register(given, token)
     remote.login(given, parse_ttl(ttl))
     vault = remote_vault(f"{remote.user}@{remote.url}", "init")
     index = Index()

@@ -39,3 +39,25 @@ def start(directory: Path, listen: str) -> None:
     from ossl_vault.server.run import serve
 
     serve(directory, listen, note)
+
+
+@server_group.command("invite", epilog=EPILOG)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("user")
+def invite(directory: Path, user: str) -> None:
+    """Print a one-time token that lets USER register (with open_registration 0)."""
+    import secrets
+
+    from ossl_vault.remote.protocol import check_user
+    from ossl_vault.server import state
+    from ossl_vault.server.db import Database
+
+    state.load_settings(directory)  # no server there: exit 3 with a hint
+    token = secrets.token_urlsafe(24)
+    db = Database(directory / state.DATABASE)
+    try:
+        db.invite(check_user(user), token)
+    finally:
+        db.close()
+    click.echo(token)
+    note(f"invited {user!r}: give them the token; it registers that name once")

@@ -314,7 +314,7 @@ class Remote:
             raise IntegrityError(f"the OPAQUE key of {self.url} is not the one pinned")
         return key
 
-    def register(self, password: bytes) -> bytes:
+    def register(self, password: bytes, invite: str | None = None) -> bytes:
         """Register; returns the new account key (PEM). The caller then logs in."""
         server_key = self.info(pin=True)
         reg = opaque.Registration(password)
@@ -325,8 +325,10 @@ class Remote:
             raise IntegrityError("the server registered with another OPAQUE key than it shows")
         key_pem = account.new_key()
         sealed = account.seal_account(key_pem, export_key, self.user, server_key)
-        self.public("POST", "/register/finish",
-                    {"user": self.user, "upload": b64(upload), "account": b64(sealed)})  # fmt: skip
+        doc = {"user": self.user, "upload": b64(upload), "account": b64(sealed)}
+        if invite is not None:
+            doc["invite"] = invite
+        self.public("POST", "/register/finish", doc)
         self.config["opaque_key"] = b64(server_key)
         self.save()
         return key_pem

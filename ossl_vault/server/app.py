@@ -185,7 +185,15 @@ class KeyServer:
         account = unb64(doc.get("account"), "account")
         if len(account) > 4096:
             raise UsageError("the sealed account key is too large")
-        self.db.add_user(user, record, account, addr(request))
+        invite = doc.get("invite")
+        if self.settings.open_registration:
+            invite = None  # anyone who reaches the server may register
+        elif not isinstance(invite, str):
+            raise AccessDenied(
+                "registration on this server needs an invitation",
+                hint="ask its administrator for one: ossl-vault server invite DIR USER",
+            )
+        self.db.add_user(user, record, account, addr(request), invite)
         return {"user": user}
 
     async def login_start(self, request: Request, doc: dict[str, Any]) -> dict[str, Any]:

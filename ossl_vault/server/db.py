@@ -9,12 +9,13 @@ of the secrets: it holds ciphertext, wraps, MACs and ids.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
-from ossl_vault.errors import IntegrityError, NotFoundError, UsageError
+from ossl_vault.errors import AccessDenied, IntegrityError, NotFoundError, UsageError
 from ossl_vault.format.records import parse
 from ossl_vault.format.seal import now
 
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS vaults (
     user TEXT PRIMARY KEY, idx BLOB NOT NULL, hash TEXT NOT NULL, names BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (
     user TEXT NOT NULL, digest TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (user, digest));
+CREATE TABLE IF NOT EXISTS invites (user TEXT PRIMARY KEY, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     user TEXT NOT NULL, seq INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (user, seq));
 """
@@ -69,9 +71,29 @@ class Database:
             ).fetchone()
         return (bytes(row[0]), bytes(row[1])) if row else None
 
-    def add_user(self, name: str, record: bytes, account: bytes, addr: str) -> None:
+    def invite(self, name: str, token: str) -> None:
+        """Let ``name`` register once with ``token`` (kept as its SHA-256 only)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
         with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
+            if self.conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise UsageError(f"user {name!r} is already registered")
+            self.conn.execute("INSERT OR REPLACE INTO invites VALUES (?, ?)", (name, digest))
+
+    def add_user(
+        self, name: str, record: bytes, account: bytes, addr: str, invite: str | None = None
+    ) -> None:
+        """Register ``name``; with ``invite``, only if it is the name's one-time token."""
+        with self.lock, self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if invite is not None:
+                row = self.conn.execute(
+                    "SELECT digest FROM invites WHERE user = ?", (name,)
+                ).fetchone()
+                given = hashlib.sha256(invite.encode()).hexdigest()
+                if row is None or not hmac.compare_digest(row[0], given):
+                    raise AccessDenied("registration needs a valid invitation for this name")
+                self.conn.execute("DELETE FROM invites WHERE user = ?", (name,))
             try:
                 self.conn.execute(
                     "INSERT INTO users VALUES (?, ?, ?, ?)", (name, record, account, now())

@@ -44,6 +44,7 @@ class Settings:
     lock_lease: int = 30  # seconds a client may hold a vault's write lock
     max_pending_logins: int = 1000  # KE2 states held at once
     max_pending_per_user: int = 4  # KE2 states held at once for one user
+    open_registration: int = 1  # 0: only names given an invitation (server invite) register
 
 
 def init(directory: Path, cert: str | None, key: str | None, hostname: str) -> None:
