@@ -67,6 +67,14 @@ def test_every_workflow_and_a_second_device(server: KeyServer, tmp_path: Path) -
     assert first.ok("get", "db/password", "--version", "1").out == b"pg-pass-Q9"
     second.ok("rm", "tls/key")
     assert_error(first.run("get", "tls/key"), 3, "tls/key")
+    first.ok("undelete", "tls/key")
+    assert second.ok("get", "tls/key").out == b"\x00binary\xff"
+    first.ok("put", "svc/token", "--meta", "owner=ops", "--expires", "90d", input=b"tok")
+    first.ok("mv", "svc/token", "svc/api-token")
+    shown = second.ok("show", "svc/api-token").out.decode()
+    assert "owner" in shown and "ops" in shown
+    assert second.ok("get", "svc/api-token").out == b"tok"
+    assert_error(second.run("get", "svc/token"), 3)
     assert_error(first.run("get", "nope/never"), 3)
 
 

@@ -36,6 +36,8 @@ def rename(index: Index, new: Callable[[str], str]) -> Index:
         out.wraps[(new(name), number)] = [replace(w, name=new(name)) for w in wraps]
     out.access = {new(name): who for name, who in index.access.items()}
     out.ledger = {new(n): [replace(e, name=new(n)) for e in es] for n, es in index.ledger.items()}
+    out.meta = {new(name): dict(pairs) for name, pairs in index.meta.items()}
+    out.state = {new(name): replace(s, name=new(name)) for name, s in index.state.items()}
     return out
 
 
@@ -105,15 +107,21 @@ class RemoteStore:
         ident = self.names.id_of(event.secret) if event.secret not in ("", "-") else "-"
         return {"op": event.op, "id": ident, "version": event.version, "result": event.result}
 
-    def commit(self, index: Index, blobs: dict[str, bytes], event: Event | None = None) -> None:
-        """Send the new index (ids for names), its new blobs and the sealed names."""
+    def commit(
+        self, index: Index, blobs: dict[str, bytes], event: Event | list[Event] | None = None
+    ) -> None:
+        """Send the new index (ids for names), its new blobs and the sealed names.
+
+        A change that touches several secrets (``mv``) gives one event each.
+        """
+        events = event if isinstance(event, list) else [event or Event(self.op)]
         names = {**self.known, **{self.names.id_of(n): n for n in index.versions}}
         stored = rename(index, self.names.id_of)
         self.remote.call("POST", "/vault/commit", {
             "lease": self._lease, "base": self._base, "index": b64(stored.serialize()),
             "names": b64(self.names.seal(names)),
             "blobs": {digest: b64(data) for digest, data in blobs.items()},
-            "events": [self._event(event or Event(self.op))],
+            "events": [self._event(e) for e in events],
         })  # fmt: skip
         self.changes += 1
         self.logged += 1
