@@ -42,6 +42,13 @@ def audit_cmd(
         raise UsageError(
             f"invalid time {since!r}", hint="give UTC as YYYY-MM-DDTHH:MM:SSZ (or a prefix of it)"
         )
+    if obj.remote:  # the server's log of this account, checked here
+        from ossl_vault.cli.remote import show_audit
+
+        if args in (("verify",), ("checkpoint",)) or since or op or actor or result:
+            raise UsageError("with --remote, audit takes only NAME and --json")
+        show_audit(obj.remote, args[0] if args else None, as_json)
+        return
     vault = obj.vault()
     if not vault.store.exists():
         raise NotFoundError(

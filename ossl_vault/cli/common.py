@@ -137,8 +137,10 @@ class Context:
         identity: tuple[str, ...],
         lock_timeout: float | None,
         verbose: bool = False,
+        remote: str | None = None,
     ) -> None:
         self.vault_dir = vault
+        self.remote = remote  # USER@URL: the vault commands run on the key server
         self.identity = identity
         self.lock_timeout = lock_timeout
         self.verbose = verbose
@@ -157,6 +159,11 @@ class Context:
             self.secret = str(ctx.params.get("name") or "-")
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
+            if self.remote:
+                from ossl_vault.remote.vault import remote_vault
+
+                self._vault = remote_vault(self.remote, self.op, self.lock_timeout)
+                return self._vault
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
             log = self._vault.store.root / "audit.log"
             if self._vault.store.exists() and not log.exists():
@@ -192,6 +199,8 @@ class Context:
         """Sign a checkpoint after a change, when the vault asks and we can."""
         from ossl_vault.storage import audit
 
+        if self.remote:
+            return  # the server's log is chained per user; checkpoints are the local vault's
         log = audit.AuditLog(vault.store.root)
         if not log.auto_checkpoint():
             return
@@ -202,6 +211,10 @@ class Context:
                 audit.write_checkpoint(log, *found)
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
+        if self.remote:
+            from ossl_vault.remote.vault import remote_identities
+
+            return remote_identities(self.remote)
         return sources.identities(self.identity, passphrase_file, ask, self.key_passphrase)
 
     def key_passphrase(self, path: str) -> bytes | None:
@@ -230,7 +243,9 @@ def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     elif param.name == "identity":
         obj.identity = (*obj.identity, *value)
     elif param.name == "lock_timeout":
-        obj.lock_timeout = value
+        obj.lock_timeout = check_lock_timeout(value)
+    elif param.name == "remote":
+        obj.remote = value
     elif param.name == "verbose":
         obj.verbose = True
     elif param.name == "key_passphrase_file":
@@ -247,6 +262,8 @@ def global_params() -> list[click.Parameter]:
                      callback=_set_global, help="Private key to read with (global option)."),
         click.Option(["--lock-timeout"], type=float, metavar="SECONDS", expose_value=False,
                      callback=_set_global, help="Writer's wait for the lock (global option)."),
+        click.Option(["--remote"], metavar="USER@URL", expose_value=False, callback=_set_global,
+                     help="Run the command on a key server (global option)."),
         click.Option(["--verbose", "-v"], is_flag=True, default=False, expose_value=False,
                      callback=_set_global, help="Per-secret lines (global option)."),
         click.Option(["--key-passphrase-file"], metavar="FILE", expose_value=False,

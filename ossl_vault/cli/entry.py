@@ -121,7 +121,7 @@ def main() -> None:
     that import alone costs a fast read a quarter of its time.
     """
     path = os.environ.get("OSSL_VAULT_AGENT")
-    if path:
+    if path and not os.environ.get("OSSL_VAULT_REMOTE"):  # the agent serves local vaults only
         agent_get(path, sys.argv[1:])
     from ossl_vault.cli.main import main as cli_main
 

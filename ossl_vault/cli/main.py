@@ -77,7 +77,9 @@ LAZY_COMMANDS = {
     "recipient": "ossl_vault.cli.recipients:recipient",
     "recovery": "ossl_vault.cli.recovery:recovery_group",
     "rekey": "ossl_vault.cli.recipients:rekey",
+    "remote": "ossl_vault.cli.remote:remote_group",
     "serve": "ossl_vault.cli.scripts:serve",
+    "server": "ossl_vault.cli.server:server_group",
     "share": "ossl_vault.cli.recipients:share",
     "unshare": "ossl_vault.cli.recipients:unshare",
 }
@@ -125,6 +127,12 @@ class LazyGroup(click.Group):
     callback=lambda _ctx, _param, value: check_lock_timeout(value),
     help="How long a writer waits for the vault lock: 0 to 86400 (default 60).",
 )
+@click.option(
+    "--remote",
+    envvar="OSSL_VAULT_REMOTE",
+    metavar="USER@URL",
+    help="Run the command on your vault on a key server (see 'ossl-vault remote').",
+)
 @quiet_option
 @click.option("--verbose", "-v", is_flag=True, help="Per-secret lines from bulk commands.")
 @click.option(
@@ -141,6 +149,7 @@ def main_group(
     lock_timeout: float | None,
     verbose: bool,
     key_passphrase_file: str | None,
+    remote: str | None,
 ) -> None:
     """Keep small secrets encrypted on disk with the openssl command line.
 
@@ -149,7 +158,7 @@ def main_group(
     recover any secret with openssl alone.
     """
     os.umask(0o077)
-    ctx.obj = Context(vault, identity, lock_timeout, verbose)
+    ctx.obj = Context(vault, identity, lock_timeout, verbose, remote)
     ctx.obj.key_passphrase_file = key_passphrase_file
     _INVOKED.append(ctx.obj)
 
@@ -191,6 +200,10 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
+    if obj.remote:
+        raise UsageError(
+            "a remote vault is created by 'ossl-vault remote register'", hint="drop --remote"
+        )
     signers = []
     if audit_checkpoints is None:  # on when we can sign; an unusable identity only means off
         try:
@@ -301,7 +314,7 @@ def get(
         raise click.UsageError("--clip and --out do not go together")
     value = None
     expired = None
-    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
+    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED and not obj.remote:  # agent first
         from ossl_vault.cli.scripts import get_via_agent
         from ossl_vault.ops.vault import expiry
 

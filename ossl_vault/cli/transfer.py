@@ -294,7 +294,8 @@ def _finish(obj: Context, vault: Vault, entries: list[Entry], trail: list[str],
             bar.close()
         if audit_out is not None:
             write_out(audit_out, "".join(line + "\n" for line in trail).encode("ascii"))
-        note(f"imported {len(good)} value(s) of {secrets} secret(s) into '{obj.vault_dir}'")
+        where = obj.remote or obj.vault_dir
+        note(f"imported {len(good)} value(s) of {secrets} secret(s) into '{where}'")
     if bad:
         count = f"{len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'}"
         hint = "fix them, or import the good entries with --no-atomic"

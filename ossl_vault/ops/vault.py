@@ -47,8 +47,15 @@ from ossl_vault.storage.store import Store
 class Vault:
     """One vault directory."""
 
-    def __init__(self, path: str, lock_timeout: float | None = None, op: str = "api") -> None:
-        self.store = Store(path, lock_timeout, op)
+    def __init__(
+        self,
+        path: str,
+        lock_timeout: float | None = None,
+        op: str = "api",
+        store: Store | None = None,
+    ) -> None:
+        # ``store``: another driver with Store's calls (the key server's remote vault)
+        self.store = store if store is not None else Store(path, lock_timeout, op)
         self.opened_with: str | None = None  # the key fingerprint of the last wrap opened
         self.opened_version: int | None = None
         self.expired: str | None = None  # the expiry of the last secret read, if passed
