@@ -19,8 +19,6 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
-    Progress,
-    bulk_options,
     check_lock_timeout,
     complete_recipients,
     complete_secret,
@@ -29,11 +27,9 @@ from ossl_vault.cli.common import (
     note,
     pass_ctx,
     password_source,
-    passwords_of,
     quiet_option,
     reader_options,
     split_names,
-    summary,
     warn,
     with_globals,
     with_quiet,
@@ -44,12 +40,9 @@ from ossl_vault.errors import (
     FAILED,
     PERMISSION_HINT,
     USAGE,
-    AccessDenied,
-    IntegrityError,
     UsageError,
     VaultError,
 )
-from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.storage import paths
 
@@ -64,23 +57,26 @@ LAZY_COMMANDS = {
     "completion": "ossl_vault.cli.shell:completion",
     "cp": "ossl_vault.cli.daily:cp",
     "edit": "ossl_vault.cli.edit:edit",
-    "find": "ossl_vault.cli.daily:find",
-    "list": "ossl_vault.cli.daily:list_",
-    "mv": "ossl_vault.cli.daily:mv",
-    "purge": "ossl_vault.cli.daily:purge",
-    "show": "ossl_vault.cli.daily:show",
-    "undelete": "ossl_vault.cli.daily:undelete",
     "env": "ossl_vault.cli.scripts:env_",
     "exec": "ossl_vault.cli.scripts:exec_",
     "export": "ossl_vault.cli.transfer:export",
+    "find": "ossl_vault.cli.daily:find",
+    "fsck": "ossl_vault.cli.upkeep:fsck",
     "import": "ossl_vault.cli.transfer:import_",
+    "init": "ossl_vault.cli.upkeep:init",
+    "list": "ossl_vault.cli.daily:list_",
+    "mv": "ossl_vault.cli.daily:mv",
+    "purge": "ossl_vault.cli.daily:purge",
     "recipient": "ossl_vault.cli.recipients:recipient",
     "recovery": "ossl_vault.cli.recovery:recovery_group",
     "rekey": "ossl_vault.cli.recipients:rekey",
     "remote": "ossl_vault.cli.remote:remote_group",
+    "rotate": "ossl_vault.cli.upkeep:rotate",
     "serve": "ossl_vault.cli.scripts:serve",
     "server": "ossl_vault.cli.server:server_group",
     "share": "ossl_vault.cli.recipients:share",
+    "show": "ossl_vault.cli.daily:show",
+    "undelete": "ossl_vault.cli.daily:undelete",
     "unshare": "ossl_vault.cli.recipients:unshare",
 }
 
@@ -161,64 +157,6 @@ def main_group(
     ctx.obj = Context(vault, identity, lock_timeout, verbose, remote)
     ctx.obj.key_passphrase_file = key_passphrase_file
     _INVOKED.append(ctx.obj)
-
-
-@main_group.command(epilog=EPILOG)
-@click.option(
-    "--recipient",
-    "-r",
-    "recipients",
-    multiple=True,
-    metavar="[NAME=]FILE",
-    help="A certificate or public key to encrypt to (repeatable); NAME defaults "
-    "to the file name without extension.",
-)
-@click.option(
-    "--audit",
-    "audit_mode",
-    type=click.Choice(["required", "best-effort"]),
-    default="required",
-    show_default=True,
-    help="required: an operation whose audit record cannot be written fails (as "
-    "HashiCorp Vault does); best-effort: it goes ahead without the record.",
-)
-@click.option(
-    "--audit-checkpoints/--no-audit-checkpoints",
-    default=None,
-    help="After each change, sign an audit checkpoint with the writer's RSA or EC "
-    "identity when it is a recipient. Default: on when your identity can sign.",
-)
-@pass_ctx
-def init(
-    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool | None
-) -> None:
-    """Create a vault directory (0700) with its first recipients."""
-    pairs = []
-    for spec in recipients:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            path = spec
-            name = os.path.basename(spec).split(".")[0]
-        pairs.append((name, loader.from_file(path)))
-    if obj.remote:
-        raise UsageError(
-            "a remote vault is created by 'ossl-vault remote register'", hint="drop --remote"
-        )
-    signers = []
-    if audit_checkpoints is None:  # on when we can sign; an unusable identity only means off
-        try:
-            signers = obj.identities().files
-        except VaultError:
-            signers = []
-    on = obj.vault().init(pairs, audit_mode, audit_checkpoints, signers)
-    note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
-    if on:
-        note("audit checkpoints on: each change is signed by the writer's RSA or EC recipient key")
-    else:
-        note(
-            "audit checkpoints off: no identity here can sign for a recipient, so an unkeyed "
-            "hash chain alone protects the log (see 'ossl-vault audit checkpoint')"
-        )
 
 
 @main_group.command(epilog=EPILOG)
@@ -394,72 +332,6 @@ def rm(obj: Context, name: str, keep_days: int) -> None:
 
     after = lifecycle.soft_delete(obj.vault(), name, keep_days)
     note(f"deleted {name!r}: kept until {after} ('ossl-vault undelete {name}' brings it back)")
-
-
-@main_group.command(epilog=EPILOG)
-@click.argument("names", nargs=-1)
-@bulk_options
-@pass_ctx
-def rotate(
-    obj: Context,
-    names: tuple[str, ...],
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_files: tuple[str, ...],
-    skip_unreadable: bool,
-) -> None:
-    """Re-encrypt secrets (all by default) under fresh data keys, as new versions,
-    in one commit: all of them or, if one cannot be opened, none."""
-    from ossl_vault.ops import bulk
-
-    ids = obj.identities(passphrase_file, ask_passphrase)
-    vault = obj.vault()
-    bar = Progress("rotate", len(names) or len(vault.store.read_index().versions))
-    try:
-        result = bulk.rotate(
-            vault, list(names) or None, ids, passwords_of(password_files),
-            skip_unreadable, bar,
-        )  # fmt: skip
-    finally:
-        bar.close()
-    summary("rotate", result, obj.verbose, None, "run it again with their passwords or identities")
-
-
-@main_group.command(epilog=EPILOG)
-@click.option("--json", "as_json", is_flag=True, help="The findings as one JSON object.")
-@reader_options
-@pass_ctx
-def fsck(
-    obj: Context,
-    as_json: bool,
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
-    """Check every record's integrity without printing any value."""
-    problems = obj.vault().fsck(obj.identities(passphrase_file, ask_passphrase))
-    errors = sum(1 for level, _ in problems if level == "error")
-    if as_json:
-        import json
-
-        found = [{"level": level, "message": message} for level, message in problems]
-        click.echo(json.dumps({"ok": not errors, "errors": errors, "problems": found}))
-    else:
-        for level, message in problems:
-            click.echo(f"{level}: {message}", err=True)
-    if errors:
-        raise IntegrityError(f"{errors} record(s) failed the check")
-    unchecked = sum(1 for _, message in problems if "MAC not checked" in message)
-    total = sum(len(vs) for vs in obj.vault().store.read_index().versions.values())
-    if total and unchecked == total:  # blobs hashed, but no MAC: no assurance to give
-        raise AccessDenied(
-            f"no record's MAC could be checked ({total} record(s)): no usable identity",
-            hint="give --identity with a recipient's key",
-        )
-    how = f"MACs of {total - unchecked} of {total} record(s) checked"
-    if unchecked:
-        how += f", {unchecked} not (no usable identity)"
-    note(f"vault is consistent: {how}")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -7,17 +7,14 @@ import json
 
 import click
 
+from ossl_vault.cli.bulk import Progress, bulk_options, passwords_of, summary
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
-    Progress,
-    bulk_options,
     complete_recipients,
     note,
     pass_ctx,
-    passwords_of,
     reader_options,
-    summary,
     warn_expiring,
 )
 from ossl_vault.errors import UsageError

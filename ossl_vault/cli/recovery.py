@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from ossl_vault.cli.common import EPILOG, Context, Progress, note, pass_ctx, password_source
+from ossl_vault.cli.bulk import Progress
+from ossl_vault.cli.common import (
+    EPILOG,
+    Context,
+    note,
+    pass_ctx,
+    password_source,
+)
 from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.seal import Identities

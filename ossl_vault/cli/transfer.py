@@ -12,15 +12,12 @@ import sys
 
 import click
 
+from ossl_vault.cli.bulk import Progress, bulk_options, many_reader_options, passwords_of
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
-    Progress,
-    bulk_options,
-    many_reader_options,
     note,
     pass_ctx,
-    passwords_of,
     split_names,
 )
 from ossl_vault.errors import AccessDenied, IntegrityError, UsageError, VaultError
