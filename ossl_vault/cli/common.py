@@ -13,10 +13,13 @@ from typing import Any, NoReturn
 
 import click
 
-from ossl_vault.errors import EXIT_CODES, IntegrityError
+from ossl_vault.cli.argv import AUDIT_SKIPPED
+from ossl_vault.cli.envs import Where
+from ossl_vault.errors import EXIT_CODES
 from ossl_vault.format.records import Index
 from ossl_vault.format.seal import Identities
 from ossl_vault.ops import sources
+from ossl_vault.ops.sources import password_source as password_source  # the commands' import
 from ossl_vault.ops.vault import Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -113,13 +116,11 @@ def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: 
     return [prefix + n for n in _names_of(ctx, True) if n.startswith(tail)]
 
 
-class Context:
-    """What the group's options chose."""
+class Context(Where):
+    """What the group's options chose, and the invocation's vault and audit records."""
 
     def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
-        self.vault_dir = vault
-        self.identity = identity
-        self.lock_timeout = lock_timeout
+        super().__init__(vault, identity, lock_timeout)
         self._vault: Vault | None = None
         self.op = "-"
         self.secret = "-"  # noqa: S105 (a secret's name)
@@ -134,11 +135,7 @@ class Context:
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
-            log = self._vault.store.root / "audit.log"
-            if self._vault.store.exists() and not log.exists():
-                raise IntegrityError(
-                    f"the audit log '{log}' is missing", hint="restore it from a backup"
-                )
+            self._vault.store.check_audit_log()
         return self._vault
 
     def log_read(self, keys: list[str]) -> None:
@@ -159,10 +156,7 @@ class Context:
         if vault.store.changes and result == "ok":
             self.auto_checkpoint(vault)
         if vault.store.audit_skipped:  # best-effort mode went ahead without them
-            warn(
-                f"{vault.store.audit_skipped} audit record(s) could not "
-                "be written (the vault's audit mode is best-effort)"
-            )
+            warn(AUDIT_SKIPPED.format(vault.store.audit_skipped))
 
     def auto_checkpoint(self, vault: Vault) -> None:
         """Sign a checkpoint after a change, when the vault asks and we can."""
@@ -198,15 +192,6 @@ def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Passphrase of a passphrase recipient (first line).",
     )(f)
     return f
-
-
-def password_source(path: str | None) -> Callable[[str], bytes | None]:
-    def ask(name: str) -> bytes | None:
-        if path is None and not sources.has_tty():
-            return None
-        return sources.secret_source(path, path is None, f"password of {name!r}")
-
-    return ask
 
 
 def split_names(values: tuple[str, ...]) -> list[str] | None:

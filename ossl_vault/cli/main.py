@@ -35,6 +35,7 @@ from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
 from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
 from ossl_vault.keys import loader
 from ossl_vault.ops import sources
+from ossl_vault.ops.read import read
 from ossl_vault.storage import paths
 
 _INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
@@ -258,9 +259,8 @@ def get(
     if value is None:  # no agent, or it holds no key for this: read it here
         ids = obj.identities(passphrase_file, ask_passphrase)
         vault = obj.vault()
-        value = vault.get(name, ids, number, password_source(password_file), strict)
+        value = read(vault, name, ids, number, password_source(password_file), strict)
         expired = vault.expired
-        obj.log_read([vault.opened_with] if vault.opened_with else [])
     if expired:
         warn(f"secret {name!r} expired on {expired}")
     if field is not None:

@@ -6,9 +6,9 @@ never from argv.
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ossl_vault.errors import UsageError
@@ -75,6 +75,8 @@ def prompt(label: str, confirm: bool = False) -> bytes:
     """Ask on the terminal without echo; twice when ``confirm``."""
     if not has_tty():
         raise UsageError(f"cannot prompt for the {label}: no terminal", hint="use a file option")
+    import getpass  # only a person at a terminal needs it
+
     first = getpass.getpass(f"{label}: ").encode()
     if confirm and getpass.getpass(f"{label} (again): ").encode() != first:
         raise UsageError(f"the two {label}s differ")
@@ -97,6 +99,18 @@ def secret_source(path: str | None, ask: bool, label: str, confirm: bool = False
     if ask:
         return check_password(prompt(label, confirm), label)
     return None
+
+
+def password_source(path: str | None) -> Callable[[str], bytes | None]:
+    """A secret's own password, asked with its name: from ``path``, else a prompt if a
+    terminal is there, else None."""
+
+    def ask(name: str) -> bytes | None:
+        if path is None and not has_tty():
+            return None
+        return secret_source(path, path is None, f"password of {name!r}")
+
+    return ask
 
 
 def identities(given: tuple[str, ...], passphrase_file: str | None, ask: bool) -> Identities:

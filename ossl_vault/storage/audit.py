@@ -14,7 +14,6 @@ import base64
 import getpass
 import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def actor() -> tuple[str, str, str, str]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "-"
-    return str(os.getuid()), safe(user), safe(socket.gethostname()), str(os.getpid())
+    return str(os.getuid()), safe(user), safe(os.uname().nodename), str(os.getpid())
 
 
 def write_all(fd: int, data: bytes, size: int) -> None:

@@ -27,7 +27,7 @@ from ossl_vault.errors import (
 from ossl_vault.format.records import Index, parse
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+from ossl_vault.storage.files import TMP_PREFIX, LockTimeout, atomic_write, flocked
 
 INDEX = "vault.tsv"
 BLOBS = "blobs"
@@ -122,8 +122,18 @@ class Store:
 
     def read_index(self) -> Index:
         """Parse vault.tsv; NotFoundError when there is no vault."""
+        return parse(self._index_bytes())
+
+    def read_records(self, name: str) -> Index:
+        """What a read of secret ``name`` needs: the recipients and that secret's records.
+
+        The rest of the index is checked for shape only (records.parse ``only``).
+        """
+        return parse(self._index_bytes(), only=name)
+
+    def _index_bytes(self) -> bytes:
         try:
-            data = self.index_path.read_bytes()
+            return self.index_path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(
                 f"no vault at '{self.root}'",
@@ -131,7 +141,14 @@ class Store:
             ) from None
         except OSError as e:
             raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
-        return parse(data)
+
+    def check_audit_log(self) -> None:
+        """Refuse a vault whose audit log is gone, before anything else is done with it."""
+        log = self.root / "audit.log"
+        if self.exists() and not log.exists():
+            raise IntegrityError(
+                f"the audit log '{log}' is missing", hint="restore it from a backup"
+            )
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's bytes, checked against its SHA-256 name."""
@@ -263,17 +280,11 @@ class Store:
     @contextmanager
     def _audit_lock(self) -> Iterator[None]:
         """Serialize appends to audit.log (taken inside the vault lock by writers)."""
-        import filelock
-
-        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
         try:
-            lock.acquire()
-        except filelock.Timeout:
+            with flocked(self.root / AUDIT_LOCK, self.lock_timeout):
+                yield
+        except LockTimeout:
             raise BusyError(f"the audit log of '{self.root}' is busy") from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     def garbage(self, index: Index) -> list[Path]:
         """Blobs no record names, and temporary files of dead writers."""
