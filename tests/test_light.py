@@ -22,6 +22,7 @@ from conftest import CLI, VaultDir, assert_error
 from test_no_secret_argv import logging_openssl, parse_log
 
 from ossl_vault.openssl import cache
+from ossl_vault.ops.vault import Vault
 
 # Everything of ossl_vault a plain get may load: a new import here must be a choice.
 GET_MODULES = {
@@ -174,3 +175,17 @@ def test_global_options_before_or_after_the_command(vault: VaultDir, read_path: 
     if read_path == "light":  # issue 9 teaches the full CLI the same
         assert (p.returncode, p.stdout) == (0, b"s3cret"), p.stderr
     assert vault.ok("get", "--version=1", "db/pw").out == b"s3cret"
+
+
+@pytest.mark.both_paths
+def test_exec_records_every_read_before_the_command_runs(vault: VaultDir) -> None:
+    """exec writes its reads' records at once, all on disk before the command starts."""
+    Vault(str(vault.path)).put_many({f"s/{i}": b"v%d" % i for i in range(6)})
+    specs = [a for i in range(6) for a in ("--env", f"V{i}=s/{i}")]
+    count = f"grep -c '\texec\ts/' {vault.path / 'audit.log'}"
+    r = vault.ok("exec", *specs, "--", "sh", "-c", f'echo "$V5"; {count}')
+    assert r.out == b"v5\n6\n"
+    r = vault.run("exec", *specs, "--env", "X=no/such", "--", "true")
+    assert_error(r, 3, "no secret 'no/such'")
+    failed = [rec for rec in vault.audit() if rec[6:8] == ["exec", "no/such"]]
+    assert [rec[10] for rec in failed] == ["exit=3:NotFoundError"]

@@ -117,6 +117,7 @@ def read_env_values(
 
     from ossl_vault.agent.serve import Operations
     from ossl_vault.ops.vault import Vault
+    from ossl_vault.storage.store import Deferred
 
     pairs = [env_pair(s) for s in specs]
     seen = [v for v, _ in pairs]
@@ -126,9 +127,14 @@ def read_env_values(
     keyring = build_keyring(obj, passphrase_file, ask_passphrase, None)
     password = sources.read_line_file(password_file, "password") if password_file else None
     root, timeout = os.path.abspath(obj.vault_dir), obj.lock_timeout
-    ops = Operations(
-        keyring, lambda _f, _op: Vault(root, timeout, op), os.environ.get(AGENT_ENV), password
-    )
+    records = Deferred()  # no value is released before all are read: one audit write for all
+
+    def vault_of(_fields: object, _op: str) -> Vault:
+        vault = Vault(root, timeout, op)
+        vault.store.deferred = records
+        return vault
+
+    ops = Operations(keyring, vault_of, os.environ.get(AGENT_ENV), password)
     names = list(dict.fromkeys(name for _, name in pairs))
     try:
         with ThreadPoolExecutor(max_workers=min(WORKERS, len(names))) as pool:
@@ -137,8 +143,15 @@ def read_env_values(
                 n: base64.b64decode(str(r["value_b64"]))
                 for n, r in zip(names, results, strict=True)
             }
+    except BaseException:
+        try:
+            records.flush()  # the failures' records (and the reads before them)
+        except VaultError:
+            pass  # already failing: the first error is the one to report
+        raise
     finally:
         keyring.wipe()
+    records.flush()
     for var, name in pairs:
         if b"\0" in values[name]:
             raise UsageError(

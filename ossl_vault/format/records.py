@@ -298,18 +298,8 @@ def _parse_ledger(f: list[str]) -> Ledger:
     return Ledger(parse_name(f[1], "secret"), version, f[3], _names(f[4], "ledger readers"))
 
 
-# Fields of each record type (a wrap: rsa-oaep/gpg or ecdh), for lines a partial parse skips.
-FIELD_COUNTS = {"access": (3,), "ledger": (5,), "recipient": (9,), "secret": (16,), "wrap": (7, 15)}
-
-
-def parse(data: bytes, only: str | None = None) -> Index:
-    """Parse vault.tsv strictly; raise FormatError on anything off.
-
-    ``only``: the recipients and the records of that one secret, as a read
-    needs them (format.md section 6): every line is still checked for order,
-    uniqueness, its record type and its number of fields, but the fields of
-    other secrets' lines are not decoded.
-    """
+def parse(data: bytes) -> Index:
+    """Parse vault.tsv strictly; raise FormatError on anything off."""
     if len(data) > MAX_INDEX:
         raise FormatError("vault.tsv is larger than 256 MiB")
     try:
@@ -336,22 +326,9 @@ def parse(data: bytes, only: str | None = None) -> Index:
         previous = line
         if "\r" in line or " " in line:
             raise FormatError(f"vault.tsv line {number} has a stray space or CR")
-        if only is not None and not _wanted(line, only, number):
-            continue
         _add(index, line.split("\t"), number)
     _check_wraps(index)
     return index
-
-
-def _wanted(line: str, name: str, number: int) -> bool:
-    """Whether a partial parse for secret ``name`` decodes this line (else: shape only)."""
-    kind, _, rest = line.partition("\t")
-    counts = FIELD_COUNTS.get(kind)
-    if counts is None:
-        raise FormatError(f"vault.tsv line {number}: unknown record type {kind!r}")
-    if line.count("\t") + 1 not in counts:
-        raise FormatError(f"vault.tsv line {number}: {kind} line has a wrong number of fields")
-    return kind == "recipient" or rest.partition("\t")[0] == name
 
 
 def _add(index: Index, f: list[str], number: int) -> None:

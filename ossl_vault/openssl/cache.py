@@ -87,6 +87,7 @@ def file_value(kind: str, path: str, compute: Callable[[], str]) -> str:
         before = os.stat(path)
     except OSError:
         return compute()  # it reports the error
+    path = os.path.abspath(path)  # the same name in another directory is another file
     found = lookup(kind, path, before)
     if found is not None:
         return found

@@ -88,6 +88,41 @@ class GroupCommit:
         return pending
 
 
+class Deferred:
+    """Audit records of reads whose values are released all at once (exec, env): one write.
+
+    :meth:`Store.log` of a store whose ``deferred`` is set queues the record
+    here; :meth:`flush` writes every queued record (one write and one fsync
+    per vault) and raises what the first failed write raised. The caller
+    releases no value before ``flush`` returns, so each value still goes out
+    after its durable record.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queued: list[tuple[Store, Pending]] = []
+
+    def add(self, store: Store, event: Event) -> None:
+        with self.lock:
+            self.queued.append((store, Pending(event)))
+
+    def flush(self) -> None:
+        with self.lock:
+            queued, self.queued = self.queued, []
+        by_root: dict[Path, list[tuple[Store, Pending]]] = {}
+        for store, pending in queued:
+            by_root.setdefault(store.root, []).append((store, pending))
+        error: BaseException | None = None
+        for entries in by_root.values():
+            entries[0][0].write_batch([p for _s, p in entries])
+            for store, p in entries:
+                error = error or p.error
+                if p.skipped:
+                    store.audit_skipped += 1
+        if error is not None:
+            raise error
+
+
 class Store:
     """A vault directory: reads its index and blobs, writes them under the lock."""
 
@@ -100,6 +135,7 @@ class Store:
         self.logged = 0  # records this process appended
         self.changes = 0  # commits this process made
         self.audit_skipped = 0  # records a best-effort log could not take
+        self.deferred: Deferred | None = None  # reads recorded at once, before any value goes out
 
     @property
     def index_path(self) -> Path:
@@ -127,9 +163,13 @@ class Store:
     def read_records(self, name: str) -> Index:
         """What a read of secret ``name`` needs: the recipients and that secret's records.
 
-        The rest of the index is checked for shape only (records.parse ``only``).
+        In format 1 they are lines of the one vault.tsv, and the whole file is
+        parsed and checked: a flipped byte in any line fails the read, as
+        format.md section 6 step 1 asks (a recipient line names who other
+        secrets' wraps are for). A layout that keeps each secret apart reads
+        only its own file here.
         """
-        return parse(self._index_bytes(), only=name)
+        return self.read_index()
 
     def _index_bytes(self) -> bytes:
         try:
@@ -246,6 +286,10 @@ class Store:
         """
         if not self.exists():
             raise NotFoundError(f"no vault at '{self.root}'")
+        if self.deferred is not None:
+            self.deferred.add(self, event)
+            self.logged += 1  # written by Deferred.flush, or the whole command fails
+            return
         pending = GROUP_COMMIT.submit(self, event)
         if pending.error is not None:
             try:  # each thread its own copy: one object raised in many threads mixes tracebacks
