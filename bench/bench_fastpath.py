@@ -18,6 +18,7 @@ import argparse
 import base64
 import os
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -35,10 +36,16 @@ HELPER = ROOT / "scripts" / "ossl-vault.bash"
 Run = Callable[[list[str]], None]  # reads the given secret names once
 
 
-def clock(run: Run, names: list[str]) -> float:
+def clock(run: Run, names: list[str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of ``run``; appends its CPU seconds (children included) to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     run(names)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def sh(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> bytes:
@@ -199,12 +206,14 @@ def measure(setup: Setup, runs: int) -> tuple[dict[str, tuple[float, float]], di
     notes[f"agent (cold), coprocess batch of {len(every)}"] = time.perf_counter() - t
     setup.cli_get(every, setup.agent_env)  # warm again for the rows below
     singles: dict[str, list[float]] = {k: [] for k in ways}
+    cpus: dict[str, list[float]] = {k: [] for k in ways}
     for _ in range(runs):
         for name, run in ways.items():
-            singles[name].append(clock(run, one))
+            singles[name].append(clock(run, one, cpus[name]))
     table = {
         name: (statistics.median(singles[name]), clock(run, every)) for name, run in ways.items()
     }
+    notes.update({f"CPU of 1 read, {k}": statistics.median(v) for k, v in cpus.items()})
     return table, notes
 
 
@@ -221,7 +230,8 @@ def report(table: dict[str, tuple[float, float]], notes: dict[str, float], count
         print(f"{name:32s} {t1 * 1000:8.1f} ms {tn:9.2f} s {tn / count * 1000:7.1f} ms"
               f" {tn / base[1]:10.2f}x")  # fmt: skip
     for name, seconds in notes.items():
-        print(f"  ({name}: {seconds:.2f} s)")
+        shown = f"{seconds * 1000:.1f} ms" if name.startswith("CPU") else f"{seconds:.2f} s"
+        print(f"  ({name}: {shown})")
     print("targets:")
     if "age -d" in table:
         age = table["age -d"][1]

@@ -189,3 +189,29 @@ def test_exec_records_every_read_before_the_command_runs(vault: VaultDir) -> Non
     assert_error(r, 3, "no secret 'no/such'")
     failed = [rec for rec in vault.audit() if rec[6:8] == ["exec", "no/such"]]
     assert [rec[10] for rec in failed] == ["exit=3:NotFoundError"]
+
+
+def test_both_paths_answer_and_record_alike(vault: VaultDir) -> None:
+    """The same exit code, output, error line and audit records, read by either path."""
+    vault.ok("put", "db/pw", input=b"s3cret")
+    vault.ok("put", "db/pw", input=b"newer")
+    cases = [
+        (("get", "db/pw"), "rsa"),
+        (("get", "db/pw", "--version", "1"), "rsa"),
+        (("get", "db/pw", "--version", "9"), "rsa"),
+        (("get", "no/such"), "rsa"),
+        (("get", "bad name"), "rsa"),
+        (("get", "db/pw"), "p256"),  # not a recipient: access denied
+        (("get", "db/pw"), "nonexistent"),  # no such key file: refused before the vault
+        (("env", "db/pw", "X=no/such"), "rsa"),
+        (("env", "db/pw"), "rsa"),
+    ]
+    seen: dict[str, list[object]] = {}
+    for path, extra in (("light", {}), ("full", {"OSSL_VAULT_FAST_PATH": "0"})):
+        seen[path] = []
+        for args, identity in cases:
+            before = len(vault.audit())
+            r = vault.run(*args, env=extra, identity=identity)
+            records = [rec[6:11] for rec in vault.audit()[before:]]
+            seen[path].append((args, identity, r.rc, r.out, r.err, records))
+    assert seen["light"] == seen["full"]

@@ -19,6 +19,7 @@ import sys
 from ossl_vault.cli.argv import AUDIT_SKIPPED, Plain, error_line
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
 from ossl_vault.errors import UsageError, VaultError
+from ossl_vault.format.seal import Identities
 from ossl_vault.ops import read, sources
 from ossl_vault.ops.vault import Vault
 
@@ -28,9 +29,10 @@ def run(wanted: Plain) -> None:
     os.umask(0o077)
     vault: Vault | None = None
     try:
-        if wanted.command == "get":
+        if wanted.command == "get":  # in the order cli/main.py's get takes these steps
+            ids = sources.identities(wanted.identity, None, False)
             vault = read.open_vault(wanted.vault_dir, wanted.lock_timeout, "get")
-            out = get(vault, wanted)
+            out = get(vault, ids, wanted)
         else:
             from ossl_vault.cli import envs  # the agent's client and the keyring: not for get
 
@@ -55,9 +57,8 @@ def run(wanted: Plain) -> None:
     sys.exit(0)
 
 
-def get(vault: Vault, wanted: Plain) -> bytes:
+def get(vault: Vault, ids: Identities, wanted: Plain) -> bytes:
     """The value of ``get NAME [--version N]``, after its audit record (cli/main.py's get)."""
-    ids = sources.identities(wanted.identity, None, False)
     name = wanted.args[0]
     value = read.read(vault, name, ids, wanted.number, sources.password_source(None))
     skipped = vault.store.audit_skipped
