@@ -28,6 +28,7 @@ from ossl_vault.ops.vault import Vault
 GET_MODULES = {
     "ossl_vault", "ossl_vault.errors",
     "ossl_vault.cli", "ossl_vault.cli.argv", "ossl_vault.cli.entry", "ossl_vault.cli.light",
+    "ossl_vault.cli.terminal", "ossl_vault.format.secretinfo",
     "ossl_vault.ops", "ossl_vault.ops.read", "ossl_vault.ops.vault", "ossl_vault.ops.edits",
     "ossl_vault.ops.sources",
     "ossl_vault.storage", "ossl_vault.storage.store", "ossl_vault.storage.audit",
