@@ -314,29 +314,32 @@ def test_commands_changing_several_secrets_leave_one_record_per_change(
     assert [r[7] for r in recs] == ["a", "b", "c"]
     for rec in recs:
         expect(rec, "rotate", rec[7], "2", {rsa, p256}, "ok", change=True)
-    assert len({r[11] for r in recs}) == 3  # each change its own vault.tsv
+    assert len({r[11] for r in recs}) == 1  # one commit: one vault.tsv (issue 9)
     _, recs = t.run("rotate", "a", "c", n=2)
     assert [(r[7], r[8]) for r in recs] == [("a", "3"), ("c", "3")]
     # removing a recipient re-encrypts each of its secrets, then drops it: 3 + 1
     _, recs = t.run("recipient", "rm", "alice", n=4)
     assert [r[6] for r in recs] == ["recipient-rm"] * 4
     assert [r[7] for r in recs] == ["a", "b", "c", "-"]
-    assert all(r[11] != "-" for r in recs) and len({r[11] for r in recs}) == 4
+    assert all(r[11] != "-" for r in recs) and len({r[11] for r in recs}) == 1
     assert recs[-1][9] == p256 and all(r[9] == rsa for r in recs[:3])
     # a rekey with nothing to do changes nothing: one record, INDEX "-"
     _, (rec,) = t.run("rekey")
     expect(rec, "rekey", "-", "-", "-", "ok", change=False)
 
 
-def test_a_failure_after_changes_is_recorded(vault: VaultDir, tmp_path: Path) -> None:
+def test_a_refused_bulk_command_changes_nothing_and_is_recorded(
+    vault: VaultDir, tmp_path: Path
+) -> None:
+    """A secret that cannot be opened stops the bulk command before any change (issue 9)."""
     v = vault
     (tmp_path / "pw").write_bytes(PASSWORD + b"\n")
     v.ok("put", "a", input=VALUE)
     v.ok("put", "b", "--password-file", str(tmp_path / "pw"), input=VALUE2)
     t = Tracker(v)
-    _, recs = t.run("rotate", rc=4, n=2)
-    assert recs[0][6:8] == ["rotate", "a"] and recs[0][10] == "ok"
-    assert recs[1][6] == "rotate" and recs[1][10] == "exit=4:AccessDenied"
+    _, recs = t.run("rotate", rc=4, n=1)
+    assert recs[0][6] == "rotate" and recs[0][10] == "exit=4:AccessDenied"
+    assert recs[0][11] == "-"  # nothing changed
 
 
 def test_concurrent_writers_each_leave_their_record(vault: VaultDir, tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def parse_request(line: bytes, schemas: Schemas) -> tuple[object, str, Fields]:
     """(id, op, fields) of a request line; base64 fields come back decoded."""
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting too deep is not JSON here
         raise RequestError("request is not valid JSON") from None
     if not isinstance(message, dict):
         raise RequestError("request is not a JSON object")

@@ -15,6 +15,7 @@ import sys
 
 from ossl_vault.storage import paths
 
+MAX_LOCK_TIMEOUT = 86400  # seconds: a day (cli/common.py's check_lock_timeout)
 _GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
            "--lock-timeout": "lock-timeout"}  # fmt: skip
 
@@ -110,11 +111,12 @@ def _is_number(text: str) -> bool:
 
 
 def _is_timeout(text: str) -> bool:
+    """A lock timeout the CLI accepts: finite, 0 to a day (it refuses nan, inf, -1: exit 2)."""
     try:
         seconds = float(text)
     except ValueError:
         return False
-    return 0 <= seconds < float("inf")
+    return 0 <= seconds <= MAX_LOCK_TIMEOUT  # False for nan
 
 
 def error_line(message: str, hint: str | None, code: int) -> None:
@@ -124,6 +126,12 @@ def error_line(message: str, hint: str | None, code: int) -> None:
         sys.stderr.write(f"hint: {hint}\n")
     sys.stderr.flush()
     sys.exit(code)
+
+
+def internal_message(e: BaseException) -> str:
+    """One line naming an unexpected exception, never ending in a period."""
+    text = " ".join(str(e).split())[:200].rstrip(".")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 AUDIT_SKIPPED = "{} audit record(s) could not be written (the vault's audit mode is best-effort)"

@@ -6,6 +6,7 @@ them (lazily) to register them on the group.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from ossl_vault.cli.argv import AUDIT_SKIPPED
+from ossl_vault.cli.argv import AUDIT_SKIPPED, MAX_LOCK_TIMEOUT
+from ossl_vault.cli.argv import internal_message as internal_message  # main.py's import
 from ossl_vault.cli.envs import Where
 from ossl_vault.errors import EXIT_CODES
 from ossl_vault.format.records import Index
@@ -30,6 +32,13 @@ def fail(message: str, hint: str | None, code: int) -> NoReturn:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
+
+
+def check_lock_timeout(value: float | None) -> float | None:
+    """A finite number of seconds, 0 to a day: -1 would wait forever, nan breaks the lock."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
+        raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
+    return value
 
 
 QUIET: list[bool] = []  # set by -q/--quiet, given anywhere on the command line
@@ -117,10 +126,20 @@ def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: 
 
 
 class Context(Where):
-    """What the group's options chose, and the invocation's vault and audit records."""
+    """What the global options chose (given before or after the command), and the
+    invocation's vault and audit records."""
 
-    def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
+    def __init__(
+        self,
+        vault: str,
+        identity: tuple[str, ...],
+        lock_timeout: float | None,
+        verbose: bool = False,
+    ) -> None:
         super().__init__(vault, identity, lock_timeout)
+        self.verbose = verbose
+        self.key_passphrase_file: str | None = None
+        self._key_passphrase: sources.KeyPassphrase | None = None
         self._vault: Vault | None = None
         self.op = "-"
         self.secret = "-"  # noqa: S105 (a secret's name)
@@ -165,21 +184,80 @@ class Context(Where):
         log = audit.AuditLog(vault.store.root)
         if not log.auto_checkpoint():
             return
-        found = audit.signing_identity(vault.store.read_index(), self.identities().files)
+        files, _ = sources.identity_files(self.identity)  # never asks: a write is done
+        found = audit.signing_identity(vault.store.read_index(), files)
         if found is not None:
             with vault.store.locked():
                 audit.write_checkpoint(log, *found)
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
-        return sources.identities(self.identity, passphrase_file, ask)
+        return sources.identities(self.identity, passphrase_file, ask, self.key_passphrase)
+
+    def key_passphrase(self, path: str) -> bytes | None:
+        """An encrypted identity's passphrase: --key-passphrase-file, else asked once."""
+        if self._key_passphrase is None:  # --key-passphrase-file may come after the command
+            self._key_passphrase = sources.key_passphrase_source(self.key_passphrase_file)
+        return self._key_passphrase(path)
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of commands that decrypt: passphrase and per-secret password."""
-    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the command: it changes the invocation's Context."""
+    obj = ctx.find_object(Context)
+    if obj is None or value in (None, (), False):
+        return value
+    if param.name == "vault":
+        obj.vault_dir = value
+    elif param.name == "identity":
+        obj.identity = (*obj.identity, *value)
+    elif param.name == "lock_timeout":
+        obj.lock_timeout = value
+    elif param.name == "verbose":
+        obj.verbose = True
+    elif param.name == "key_passphrase_file":
+        obj.key_passphrase_file = value
+    return value
+
+
+def global_params() -> list[click.Parameter]:
+    """The global options, for a command's own parameters: they work after it too."""
+    return [
+        click.Option(["--vault"], metavar="DIR", expose_value=False, callback=_set_global,
+                     help="The vault directory (global option)."),
+        click.Option(["--identity", "-i"], multiple=True, metavar="FILE", expose_value=False,
+                     callback=_set_global, help="Private key to read with (global option)."),
+        click.Option(["--lock-timeout"], type=float, metavar="SECONDS", expose_value=False,
+                     callback=_set_global, help="Writer's wait for the lock (global option)."),
+        click.Option(["--verbose", "-v"], is_flag=True, default=False, expose_value=False,
+                     callback=_set_global, help="Per-secret lines (global option)."),
+        click.Option(["--key-passphrase-file"], metavar="FILE", expose_value=False,
+                     callback=_set_global,
+                     help="Passphrase of encrypted PEM identities (first line); else asked "
+                     "once on a terminal (global option)."),
+    ]  # fmt: skip
+
+
+def with_globals(command: click.Command) -> click.Command:
+    """Give ``command`` (and a group's subcommands) the global options, once."""
+    if getattr(command, "_with_globals", False):
+        return command
+    taken = {o for p in command.params for o in getattr(p, "opts", [])}
+    command.params.extend(
+        p
+        for p in global_params()
+        if not taken & set(p.opts)  # type: ignore[attr-defined]
+    )
+    command._with_globals = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_globals(sub)
+    return command
+
+
+def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--passphrase and --passphrase-file: a passphrase recipient's passphrase."""
     f = click.option(
         "--passphrase",
         "ask_passphrase",
@@ -194,16 +272,122 @@ def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of commands that decrypt: passphrase and per-secret password."""
+    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+    return passphrase_options(f)
+
+
+def bulk_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of commands that open many secrets: passwords per secret, skipping."""
+    f = click.option(
+        "--skip-unreadable",
+        is_flag=True,
+        help="Leave out the secrets that cannot be opened (else nothing changes).",
+    )(f)
+    return many_reader_options(f)
+
+
+def many_reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`reader_options` with a password per secret: ``--password-file [NAME=]FILE``."""
+    f = click.option(
+        "--password-file",
+        "password_files",
+        multiple=True,
+        metavar="[NAME=]FILE",
+        help="Per-secret password (first line): NAME=FILE for one secret (repeatable), "
+        "FILE for every other one.",
+    )(f)
+    return passphrase_options(f)
+
+
+def passwords_of(specs: tuple[str, ...]) -> Callable[[str], bytes | None]:
+    """The passwords of ``--password-file [NAME=]FILE ...``; a prompt for the rest on a terminal.
+
+    A spec that names an existing file is that file, for every secret not
+    named otherwise; else ``NAME=FILE`` is split at its first '='.
+    """
+    import os
+
+    per_secret: dict[str, str] = {}
+    every: str | None = None
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if os.path.exists(spec) or not eq:
+            if every is not None:
+                raise click.UsageError(f"more than one --password-file for every secret: {spec!r}")
+            every = spec
+        elif not name or not path:
+            raise click.UsageError(f"--password-file {spec!r} is not NAME=FILE")
+        else:
+            per_secret[name] = path
+    cache: dict[str, bytes | None] = {}
+    default = password_source(every)
+
+    def ask(name: str) -> bytes | None:
+        if name not in cache:
+            path = per_secret.get(name)
+            cache[name] = (
+                sources.read_line_file(path, f"password of {name!r}") if path else default(name)
+            )
+        return cache[name]
+
+    ask.named = set(per_secret)  # type: ignore[attr-defined]
+    return ask
+
+
+class Progress:
+    """A progress bar on stderr, only on a terminal (the per-secret lines are -v's)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.bar = None
+        if sys.stderr.isatty() and total:
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            self.bar.__enter__()
+
+    def __call__(self, name: str, action: str) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def summary(verb: str, result: Any, verbose: bool, total: int | None = None,
+            todo: str = "") -> None:  # fmt: skip
+    """The closing lines of a bulk command: what changed, what was skipped, what is left."""
+    if verbose:
+        for name, action, detail in result.changed:
+            note(f"{name!r}: {action} {detail}".rstrip())
+    for name, why in result.skipped:
+        note(f"skipped {name!r}: {why}")
+    counts: dict[str, int] = {}
+    for _name, action, _detail in result.changed:
+        counts[action] = counts.get(action, 0) + 1
+    parts = [f"{n} {action}" for action, n in sorted(counts.items())]
+    if total is not None:
+        parts.append(f"{total - len(result.changed) - len(result.skipped)} unchanged")
+    if result.skipped:
+        parts.append(f"{len(result.skipped)} skipped")
+    note(f"{verb} done: {', '.join(parts) or 'nothing to do'}")
+    if result.skipped and todo:
+        note(f"left to do: {todo}")
+
+
 def split_names(values: tuple[str, ...]) -> list[str] | None:
     names = [n for v in values for n in v.split(",") if n]
     return names or None
 
 
-def warn_expiring(index: Index) -> None:
+def warn_expiring(index: Index, only: set[str] | None = None) -> None:
     """A warning line per recipient certificate expired or expiring within 30 days."""
     from ossl_vault.ops.sharing import expiring
 
     for name, days, when in expiring(index):
+        if only is not None and name not in only:
+            continue
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
         warn(f"certificate of recipient {name!r} {state}")
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

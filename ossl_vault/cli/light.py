@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ossl_vault.cli.argv import AUDIT_SKIPPED, Plain, error_line
+from ossl_vault.cli.argv import AUDIT_SKIPPED, Plain, error_line, internal_message
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
-from ossl_vault.errors import UsageError, VaultError
+from ossl_vault.errors import PERMISSION_HINT, UsageError, VaultError
 from ossl_vault.format.seal import Identities
 from ossl_vault.ops import read, sources
 from ossl_vault.ops.vault import Vault
@@ -30,7 +30,9 @@ def run(wanted: Plain) -> None:
     vault: Vault | None = None
     try:
         if wanted.command == "get":  # in the order cli/main.py's get takes these steps
-            ids = sources.identities(wanted.identity, None, False)
+            ids = sources.identities(
+                wanted.identity, None, False, sources.key_passphrase_source(None)
+            )
             vault = read.open_vault(wanted.vault_dir, wanted.lock_timeout, "get")
             out = get(vault, ids, wanted)
         else:
@@ -47,14 +49,27 @@ def run(wanted: Plain) -> None:
         sys.stdout.buffer.write(out)
         sys.stdout.flush()
     except VaultError as e:
-        if vault is not None:
-            read.record_failure(vault, wanted.args[0], wanted.number, e)
+        failed(vault, wanted, e.exit_code, type(e).__name__)
         error_line(e.message, e.hint, e.exit_code)
     except BrokenPipeError:
         os._exit(1)  # the reader went away: nothing more to say to it
     except KeyboardInterrupt:
+        failed(vault, wanted, 1, "Interrupted")
         error_line("interrupted", None, 1)
+    except PermissionError as e:  # as cli/main.py's handler: no traceback either
+        failed(vault, wanted, 4, "PermissionError")
+        where = f" on {e.filename!r}" if e.filename else ""
+        error_line(f"permission denied{where}", PERMISSION_HINT, 4)
+    except Exception as e:  # a bug: still one line, an exit code and an audit record
+        failed(vault, wanted, 1, type(e).__name__)
+        error_line(f"internal error: {internal_message(e)}", "this is a bug in ossl-vault", 1)
     sys.exit(0)
+
+
+def failed(vault: Vault | None, wanted: Plain, code: int, kind: str) -> None:
+    """A failed get's audit record (exec and env record their own reads)."""
+    if vault is not None:
+        read.record_failure(vault, wanted.args[0], wanted.number, code, kind)
 
 
 def get(vault: Vault, ids: Identities, wanted: Plain) -> bytes:

@@ -19,20 +19,36 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    Progress,
+    bulk_options,
+    check_lock_timeout,
     complete_recipients,
     complete_secret,
     fail,
+    internal_message,
     note,
     pass_ctx,
     password_source,
+    passwords_of,
     quiet_option,
     reader_options,
     split_names,
+    summary,
     warn,
+    with_globals,
     with_quiet,
 )
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
-from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
+from ossl_vault.errors import (
+    DENIED,
+    FAILED,
+    PERMISSION_HINT,
+    USAGE,
+    AccessDenied,
+    IntegrityError,
+    UsageError,
+    VaultError,
+)
 from ossl_vault.keys import loader
 from ossl_vault.ops import sources
 from ossl_vault.ops.read import read
@@ -82,7 +98,7 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attr)
         else:
             command = super().get_command(ctx, cmd_name)
-        return with_quiet(command) if command is not None else None
+        return with_globals(with_quiet(command)) if command is not None else None
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,13 +123,25 @@ class LazyGroup(click.Group):
     type=float,
     envvar="OSSL_VAULT_LOCK_TIMEOUT",
     metavar="SECONDS",
-    help="How long a writer waits for the vault lock (default 60).",
+    callback=lambda _ctx, _param, value: check_lock_timeout(value),
+    help="How long a writer waits for the vault lock: 0 to 86400 (default 60).",
 )
 @quiet_option
+@click.option("--verbose", "-v", is_flag=True, help="Per-secret lines from bulk commands.")
+@click.option(
+    "--key-passphrase-file",
+    metavar="FILE",
+    help="Passphrase of encrypted PEM identities (first line); else asked once on a terminal.",
+)
 @click.version_option(__version__, prog_name="ossl-vault")
 @click.pass_context
 def main_group(
-    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+    ctx: click.Context,
+    vault: str,
+    identity: tuple[str, ...],
+    lock_timeout: float | None,
+    verbose: bool,
+    key_passphrase_file: str | None,
 ) -> None:
     """Keep small secrets encrypted on disk with the openssl command line.
 
@@ -122,7 +150,8 @@ def main_group(
     recover any secret with openssl alone.
     """
     os.umask(0o077)
-    ctx.obj = Context(vault, identity, lock_timeout)
+    ctx.obj = Context(vault, identity, lock_timeout, verbose)
+    ctx.obj.key_passphrase_file = key_passphrase_file
     _INVOKED.append(ctx.obj)
 
 
@@ -146,14 +175,14 @@ def main_group(
     "HashiCorp Vault does); best-effort: it goes ahead without the record.",
 )
 @click.option(
-    "--audit-checkpoints",
-    is_flag=True,
+    "--audit-checkpoints/--no-audit-checkpoints",
+    default=None,
     help="After each change, sign an audit checkpoint with the writer's RSA or EC "
-    "identity when it is a recipient.",
+    "identity when it is a recipient. Default: on when your identity can sign.",
 )
 @pass_ctx
 def init(
-    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool
+    obj: Context, recipients: tuple[str, ...], audit_mode: str, audit_checkpoints: bool | None
 ) -> None:
     """Create a vault directory (0700) with its first recipients."""
     pairs = []
@@ -163,8 +192,21 @@ def init(
             path = spec
             name = os.path.basename(spec).split(".")[0]
         pairs.append((name, loader.from_file(path)))
-    obj.vault().init(pairs, audit_mode, audit_checkpoints)
+    signers = []
+    if audit_checkpoints is None:  # on when we can sign; an unusable identity only means off
+        try:
+            signers = obj.identities().files
+        except VaultError:
+            signers = []
+    on = obj.vault().init(pairs, audit_mode, audit_checkpoints, signers)
     note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
+    if on:
+        note("audit checkpoints on: each change is signed by the writer's RSA or EC recipient key")
+    else:
+        note(
+            "audit checkpoints off: no identity here can sign for a recipient, so an unkeyed "
+            "hash chain alone protects the log (see 'ossl-vault audit checkpoint')"
+        )
 
 
 @main_group.command(epilog=EPILOG)
@@ -189,6 +231,7 @@ def init(
     "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
 )
 @click.option("--password-file", metavar="FILE", help="Add a per-secret password from FILE.")
+@click.option("--allow-empty", is_flag=True, help="Store an empty value (else refused).")
 @pass_ctx
 def put(
     obj: Context,
@@ -199,6 +242,7 @@ def put(
     password_file: str | None,
     meta: tuple[str, ...],
     expires: str | None,
+    allow_empty: bool,
 ) -> None:
     """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
     info: dict[str, str | None] = {}
@@ -209,6 +253,9 @@ def put(
         info = lifecycle.parse_meta(meta)
         when = False if expires is None else lifecycle.parse_expiry(expires)
     value = sources.read_value(from_file, name)
+    if not value and not allow_empty:  # as from cron's </dev/null, or Enter at the prompt
+        where = f"file {from_file!r}" if from_file is not None else "the value"
+        raise UsageError(f"{where} is empty: nothing stored", hint="give --allow-empty to store it")
     password = sources.secret_source(password_file, ask_password, "password", confirm=True)
     number = obj.vault().put(name, value, split_names(to), password, info, when)
     note(f"stored {name!r} version {number}")
@@ -216,7 +263,13 @@ def put(
 
 @main_group.command(epilog=EPILOG)
 @click.argument("name", shell_complete=complete_secret)
-@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option(
+    "--out",
+    metavar="FILE",
+    help="Write the value to FILE instead of stdout: a new or regular file is replaced "
+    "atomically (0600); an existing FIFO or character device (/dev/stdout, a named pipe) "
+    "is written into, never replaced; anything else is refused.",
+)
 @click.option(
     "--field",
     metavar="KEY",
@@ -332,20 +385,31 @@ def rm(obj: Context, name: str, keep_days: int) -> None:
 
 @main_group.command(epilog=EPILOG)
 @click.argument("names", nargs=-1)
-@reader_options
+@bulk_options
 @pass_ctx
 def rotate(
     obj: Context,
     names: tuple[str, ...],
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
-    """Re-encrypt secrets (all by default) under fresh data keys, as new versions."""
+    """Re-encrypt secrets (all by default) under fresh data keys, as new versions,
+    in one commit: all of them or, if one cannot be opened, none."""
+    from ossl_vault.ops import bulk
+
     ids = obj.identities(passphrase_file, ask_passphrase)
-    done = obj.vault().rotate(list(names), ids, password_source(password_file))
-    for name, number in done:
-        note(f"rotated {name!r} to version {number}")
+    vault = obj.vault()
+    bar = Progress("rotate", len(names) or len(vault.store.read_index().versions))
+    try:
+        result = bulk.rotate(
+            vault, list(names) or None, ids, passwords_of(password_files),
+            skip_unreadable, bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    summary("rotate", result, obj.verbose, None, "run it again with their passwords or identities")
 
 
 @main_group.command(epilog=EPILOG)
@@ -372,21 +436,32 @@ def fsck(
             click.echo(f"{level}: {message}", err=True)
     if errors:
         raise IntegrityError(f"{errors} record(s) failed the check")
-    note("vault is consistent")
+    unchecked = sum(1 for _, message in problems if "MAC not checked" in message)
+    total = sum(len(vs) for vs in obj.vault().store.read_index().versions.values())
+    if total and unchecked == total:  # blobs hashed, but no MAC: no assurance to give
+        raise AccessDenied(
+            f"no record's MAC could be checked ({total} record(s)): no usable identity",
+            hint="give --identity with a recipient's key",
+        )
+    how = f"MACs of {total - unchecked} of {total} record(s) checked"
+    if unchecked:
+        how += f", {unchecked} not (no usable identity)"
+    note(f"vault is consistent: {how}")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    """Entry point: run the CLI and turn every failure into one line and an exit code.
+
+    Nothing escapes as a Python traceback: an exception the code did not
+    expect is reported as an internal error (exit 1), recorded in the audit
+    log where it is writable, like any other failure.
+    """
     try:
         main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
         for obj in _INVOKED:
             obj.log_outcome("ok")
     except VaultError as e:
-        for obj in _INVOKED:
-            try:
-                obj.log_outcome(f"exit={e.exit_code}:{type(e).__name__}")
-            except VaultError:
-                pass  # already failing: the first error is the one to report
+        _log_failure(e.exit_code, type(e).__name__)
         fail(e.message, e.hint, e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else "", err=True)
@@ -395,8 +470,25 @@ def main(argv: list[str] | None = None) -> NoReturn:
         message = e.format_message().rstrip(".")
         hint = f"run '{e.ctx.command_path} --help'" if e.ctx else None
         fail(message[:1].lower() + message[1:], hint, USAGE)
-    except click.exceptions.Abort:
-        fail("interrupted", None, 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _log_failure(FAILED, "Interrupted")
+        fail("interrupted", None, FAILED)
     except BrokenPipeError:
-        sys.exit(1)
+        sys.exit(FAILED)
+    except PermissionError as e:  # a vault or file of another user's: no traceback either
+        _log_failure(DENIED, "PermissionError")
+        where = f" on {e.filename!r}" if e.filename else ""
+        fail(f"permission denied{where}", PERMISSION_HINT, DENIED)
+    except Exception as e:  # a bug: still one line, an exit code and an audit record
+        _log_failure(FAILED, type(e).__name__)
+        fail(f"internal error: {internal_message(e)}", "this is a bug in ossl-vault", FAILED)
     sys.exit(0)
+
+
+def _log_failure(code: int, name: str) -> None:
+    """The failure's audit record, where the log is writable; the first error wins."""
+    for obj in _INVOKED:
+        try:
+            obj.log_outcome(f"exit={code}:{name}")
+        except Exception:  # noqa: S110 (already failing: the first error is the one to report)
+            pass

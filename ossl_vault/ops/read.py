@@ -45,14 +45,15 @@ def read(
     return value
 
 
-def record_failure(vault: Vault, name: str, number: int | None, error: VaultError) -> None:
-    """The record of a read that failed (none where there is no vault to hold it)."""
+def record_failure(vault: Vault, name: str, number: int | None, code: int, kind: str) -> None:
+    """The record of a read that failed with exit ``code`` (``kind``: the error's class
+    name); none where there is no vault to hold it."""
     store = vault.store
-    if not store.exists():
-        return
-    event = vault.event(name, number)
-    event.result = f"exit={error.exit_code}:{type(error).__name__}"
     try:
+        if not store.exists():
+            return
+        event = vault.event(name, number)
+        event.result = f"exit={code}:{kind}"
         store.log(event)
-    except VaultError:
-        pass  # already failing: the first error is the one to report
+    except Exception:  # noqa: S110 (already failing: the first error is the one to report)
+        pass

@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import errno
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ossl_vault.errors import (
+    PERMISSION_HINT,
+    AccessDenied,
     BusyError,
     IntegrityError,
     NotFoundError,
@@ -27,13 +30,23 @@ from ossl_vault.errors import (
 from ossl_vault.format.records import Index, parse
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import TMP_PREFIX, LockTimeout, atomic_write, flocked
+from ossl_vault.storage.files import (
+    TMP_PREFIX,
+    LockTimeout,
+    atomic_write,
+    atomic_write_many,
+    flocked,
+    install,
+    write_temp,
+)
 
 INDEX = "vault.tsv"
 BLOBS = "blobs"
 LOCK = ".lock"
 AUDIT_LOCK = ".audit.lock"
 DEFAULT_LOCK_TIMEOUT = 60.0
+GITIGNORE = ".gitignore"
+IGNORED = f"{LOCK}\n{AUDIT_LOCK}\n{TMP_PREFIX}*\n"  # what a git repository of a vault leaves out
 
 
 class Pending:
@@ -142,7 +155,14 @@ class Store:
         return self.root / INDEX
 
     def exists(self) -> bool:
-        return self.index_path.is_file()
+        """Whether the directory holds a vault; AccessDenied where we may not look."""
+        try:
+            return stat.S_ISREG(os.stat(self.index_path).st_mode)
+        except PermissionError:
+            raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
+                               hint=PERMISSION_HINT) from None  # fmt: skip
+        except OSError:
+            return False
 
     def create(self) -> None:
         """Make the directory (0700) and blobs/; refuse an existing vault."""
@@ -156,9 +176,15 @@ class Store:
         except OSError as e:
             raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
 
+    def write_gitignore(self) -> None:
+        """The lock files and unfinished writes are not for git (docs/teams.md)."""
+        path = self.root / GITIGNORE
+        if not path.exists():
+            atomic_write(path, IGNORED.encode())
+
     def read_index(self) -> Index:
         """Parse vault.tsv; NotFoundError when there is no vault."""
-        return parse(self._index_bytes())
+        return parse(self.index_bytes())
 
     def read_records(self, name: str) -> Index:
         """What a read of secret ``name`` needs: the recipients and that secret's records.
@@ -171,14 +197,20 @@ class Store:
         """
         return self.read_index()
 
-    def _index_bytes(self) -> bytes:
+    def index_bytes(self) -> bytes:
+        """vault.tsv as bytes; NotFoundError when there is no vault."""
         try:
             return self.index_path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(
                 f"no vault at '{self.root}'",
                 hint="create one with 'ossl-vault init' or pass --vault DIR",
             ) from None
+        except PermissionError:
+            raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
+                               hint=PERMISSION_HINT) from None  # fmt: skip
+        except IsADirectoryError:
+            raise IntegrityError(f"'{self.index_path}' is a directory, not a vault index") from None
         except OSError as e:
             raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
 
@@ -241,16 +273,24 @@ class Store:
 
         The records go first, so a crash never leaves a change without one;
         a record whose change did not land is marked by the next writer. A
-        change that touches several secrets (``mv``) gives one event each.
+        change that touches several secrets (``mv``, a bulk command) gives one
+        event each: all carry the same index hash.
         """
         data = index.serialize()
+        events = event if isinstance(event, list) else [event or Event(self.op)]
         try:
             (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
-            for digest, blob in blobs.items():
-                atomic_write(self.root / BLOBS / digest, blob)
-            events = event if isinstance(event, list) else [event or Event(self.op)]
-            self._audit(events, sha256_hex(data))
-            atomic_write(self.index_path, data)
+            atomic_write_many(self.root / BLOBS, blobs)
+            # The new index is durable beside the old before its records are
+            # appended: a record whose rename never happened is recognisable
+            # by that temporary file (docs/format.md section 7).
+            tmp = write_temp(self.index_path, data)
+            try:
+                self._audit(events, sha256_hex(data))
+                install(tmp, self.index_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             self.changes += 1
         except OSError as e:
             raise OperationError(f"cannot write vault '{self.root}': {e.strerror}") from e
@@ -275,7 +315,7 @@ class Store:
             except OperationError:
                 if mode == "required":
                     raise
-                self.audit_skipped += 1
+                self.audit_skipped += len(events)
 
     def log(self, event: Event) -> None:
         """Record an operation that changed nothing (a read, a failure); return once durable.
