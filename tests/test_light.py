@@ -106,6 +106,44 @@ def test_anything_else_goes_to_the_cli(vault: VaultDir, tmp_path: Path, args: tu
     assert "click" in modules and "ossl_vault.cli.light" not in modules
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "86401", "soon"])
+def test_a_bad_lock_timeout_is_the_clis_usage_error(vault: VaultDir, value: str) -> None:
+    """The light path takes no lock timeout the CLI refuses (issue 10: finite, 0..86400)."""
+    vault.ok("put", "db/pw", input=b"s3cret")
+    for args in (("get", "db/pw", "--lock-timeout", value), (f"--lock-timeout={value}", "get",
+                                                                "db/pw")):  # fmt: skip
+        r = vault.run(*args)
+        assert_error(r, 2, "lock-timeout")
+        assert r.out == b""
+    r = vault.run("get", "db/pw", env={"OSSL_VAULT_LOCK_TIMEOUT": value})
+    assert r.rc == 2 and r.out == b"", r.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "db/pw", "-q"),
+        ("-q", "get", "db/pw"),
+        ("get", "db/pw", "-v"),
+        ("get", "db/pw", "--verbose", "--lock-timeout", "86400"),
+        ("get", "db/pw", "--force"),
+        ("get", "db/pw", "--key-passphrase-file", "KPF"),
+        ("--key-passphrase-file=KPF", "get", "db/pw"),
+    ],
+)
+def test_options_the_light_path_leaves_to_the_cli(
+    vault: VaultDir, tmp_path: Path, args: tuple
+) -> None:
+    """Issue 9's spellings the light path does not parse still work, through click."""
+    vault.ok("put", "db/pw", input=b"s3cret")
+    kpf = tmp_path / "kpf"
+    kpf.write_text("unused\n")
+    args = tuple(a.replace("KPF", str(kpf)) for a in args)
+    assert vault.ok(*args).out == b"s3cret"
+    if "86400" not in args:
+        assert "click" in loaded(vault, tmp_path, *args)
+
+
 def test_fast_path_off_runs_the_full_cli(vault: VaultDir, tmp_path: Path) -> None:
     vault.ok("put", "db/pw", input=b"s3cret")
     modules = loaded(vault, tmp_path, "get", "db/pw", env={"OSSL_VAULT_FAST_PATH": "0"})
@@ -173,8 +211,7 @@ def test_global_options_before_or_after_the_command(vault: VaultDir, read_path: 
     key = str(vault.keydir / "rsa.key")
     after = [*CLI, "get", "db/pw", "--vault", str(vault.path), "-i", key]
     p = subprocess.run(after, capture_output=True, env=vault.env, timeout=60)
-    if read_path == "light":  # issue 9 teaches the full CLI the same
-        assert (p.returncode, p.stdout) == (0, b"s3cret"), p.stderr
+    assert (p.returncode, p.stdout) == (0, b"s3cret"), p.stderr  # issue 9: the full CLI too
     assert vault.ok("get", "--version=1", "db/pw").out == b"s3cret"
 
 

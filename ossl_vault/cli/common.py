@@ -213,7 +213,7 @@ def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     elif param.name == "identity":
         obj.identity = (*obj.identity, *value)
     elif param.name == "lock_timeout":
-        obj.lock_timeout = value
+        obj.lock_timeout = check_lock_timeout(value)  # after the command too: 0..86400
     elif param.name == "verbose":
         obj.verbose = True
     elif param.name == "key_passphrase_file":

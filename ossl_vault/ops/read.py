@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-from ossl_vault.errors import VaultError
 from ossl_vault.format.seal import Identities, PasswordSource
 from ossl_vault.ops.vault import Vault
 
