@@ -148,9 +148,29 @@ def clean_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+READ_PATHS = ("light", "full")  # cli/light.py before click loads, or the click CLI
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
+def read_path(request: pytest.FixtureRequest) -> str:
+    """Which path plain reads take: "light" (the default, as users run it) or "full"."""
+    return getattr(request, "param", "light")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_paths`` run twice: plain reads on the light path, then on click's."""
+    if metafunc.definition.get_closest_marker("both_paths") and "read_path" in (
+        metafunc.fixturenames
+    ):
+        metafunc.parametrize("read_path", READ_PATHS, indirect=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path, read_path: str) -> dict[str, str]:
+    e = clean_env(tmp_path)
+    if read_path == "full":
+        e["OSSL_VAULT_FAST_PATH"] = "0"
+    return e
 
 
 @pytest.fixture

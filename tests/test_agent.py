@@ -488,6 +488,7 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
         ([*at, "get", "db/pw"], b"two\n"),
         ([f"--vault={vault.path}", "-i", str(enc), "get", "db/pw", "--version", "1"], b"one"),
         ([*at, "--lock-timeout", "5", "get", "db/pw", "--version=2"], b"two\n"),
+        ([*at, "get", "--version", "1", "db/pw"], b"one"),  # options in click's orders too
         # the global options after the command too (issue 9)
         (["get", "db/pw", "--vault", str(vault.path), "-i", str(enc), "--version", "1"], b"one"),
         (["--vault", str(vault.path), "get", "--identity", str(enc), "db/pw"], b"two\n"),
@@ -496,14 +497,14 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
         assert (r.rc, r.out, r.err) == (0, out, ""), args
         assert "click" not in modules and "ossl_vault.cli.main" not in modules, args
     records = (vault.path / "audit.log").read_text()
-    assert records.count("\tagent:get\tdb/pw\t") == 5  # each fast read recorded by the agent
+    assert records.count("\tagent:get\tdb/pw\t") == 6  # each fast read recorded by the agent
     # a final error from the agent: the CLI's error line and exit code, still no CLI
     r, modules = imported(vault, a.env, *at, "get", "no/such")
     assert (r.rc, r.out) == (3, b"") and "click" not in modules
     assert r.err == vault.run("get", "no/such").err  # the same words as without an agent
     # anything else goes to the full CLI
     for args in (["get", "db/pw", "--out", str(tmp_path / "o")], ["--version"], ["list"],
-                 ["get", "--version", "1", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
+                 ["get", "--version", "01", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
         _r, modules = imported(vault, a.env, "--vault", str(vault.path), *args)
         assert "click" in modules, args
     r, modules = imported(vault, {**a.env, "OSSL_VAULT_LOCK_TIMEOUT": "soon"}, *at, "get", "db/pw")

@@ -164,6 +164,7 @@ def expect(rec: list[str], op: str, secret: str, version: str, keys: set[str] | 
 # -- 1. one record per command, every field ---------------------------------------------
 
 
+@pytest.mark.both_paths
 def test_every_command_leaves_one_record_with_its_fields(vault: VaultDir, tmp_path: Path) -> None:
     v, k = vault, vault.keydir
     rsa, p256 = fpr16(k / "rsa.key"), fpr16(k / "p256.key")
@@ -285,6 +286,7 @@ def _blob_of(v: VaultDir, name: str) -> str:
     return next(b.name for b in blobs if b.name in lines[-1])
 
 
+@pytest.mark.both_paths
 def test_fingerprints_of_every_key_kind(all_kinds_vault: VaultDir) -> None:
     v, k = all_kinds_vault, all_kinds_vault.keydir
     fprs = {kind: fpr16(k / f"{kind}.key") for kind in KINDS}
@@ -360,6 +362,7 @@ def test_concurrent_writers_each_leave_their_record(vault: VaultDir, tmp_path: P
     assert not any(r[6] == "incomplete" for r in records)
 
 
+@pytest.mark.both_paths
 def test_concurrent_reads_in_one_process_share_fsyncs_and_keep_the_chain(
     vault: VaultDir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -401,6 +404,7 @@ def test_concurrent_reads_in_one_process_share_fsyncs_and_keep_the_chain(
     v.ok("audit", "verify", identity=None)
 
 
+@pytest.mark.both_paths
 def test_appending_to_a_long_log_numbers_from_its_last_record(vault: VaultDir) -> None:
     """A log of 20,000 records (appends read only its tail): the next record still chains."""
     v = vault
@@ -813,6 +817,7 @@ def test_checkpoint_needs_a_signing_identity_and_is_verifiable_with_openssl(
 
 
 @pytest.mark.parametrize("kind", ["rsa", "p256"])
+@pytest.mark.both_paths
 def test_auto_checkpoint_after_each_change(
     tmp_path: Path, keydir: Path, env: dict[str, str], no_python_path: str, kind: str
 ) -> None:
@@ -885,6 +890,7 @@ def _nobody_vault(d: Path, keydir: Path, env: dict[str, str], mode: str) -> Vaul
     return v
 
 
+@pytest.mark.both_paths
 def test_unwritable_log_fails_closed(nobody_dir: Path, keydir: Path, env: dict[str, str]) -> None:
     v = _nobody_vault(nobody_dir, keydir, env, "required")
     tsv, log = (v.path / "vault.tsv").read_bytes(), (v.path / "audit.log").read_bytes()
@@ -907,6 +913,7 @@ def test_unwritable_log_fails_closed(nobody_dir: Path, keydir: Path, env: dict[s
     assert rec[2:4] == [str(NOBODY), "nobody"] and rec[6:8] == ["put", "new"]
 
 
+@pytest.mark.both_paths
 def test_a_short_write_to_the_log_is_cut_back_and_fails_closed(vault: VaultDir) -> None:
     """The file-size limit lets part of a record through: it is cut back, no value goes out."""
     import resource
@@ -929,6 +936,7 @@ def test_a_short_write_to_the_log_is_cut_back_and_fails_closed(vault: VaultDir) 
     v.ok("audit", "verify", identity=None)
 
 
+@pytest.mark.both_paths
 def test_best_effort_goes_ahead_without_the_record(
     nobody_dir: Path, keydir: Path, env: dict[str, str]
 ) -> None:
@@ -944,6 +952,7 @@ def test_best_effort_goes_ahead_without_the_record(
     assert (r.rc, r.out) == (0, VALUE2), r.err
 
 
+@pytest.mark.both_paths
 def test_unreadable_log_is_one_error_line(vault: VaultDir) -> None:
     """audit.log replaced by a directory: every command fails with one line, no value."""
     v = vault
@@ -1073,6 +1082,7 @@ def test_kill9_during_put_never_leaves_a_change_without_its_record(
     assert_same_verdict(py, sh, 0, r"^audit log holds: ")
 
 
+@pytest.mark.both_paths
 def test_crash_between_record_and_rename_is_marked_incomplete(
     vault: VaultDir, tmp_path: Path, no_python_path: str
 ) -> None:
@@ -1134,6 +1144,7 @@ def table_rows(r: Result) -> list[list[str]]:
     return [ln.split() for ln in lines[2:]]
 
 
+@pytest.mark.both_paths
 def test_audit_filters_and_json(vault: VaultDir) -> None:
     v = vault
     user = getpass.getuser()

@@ -38,6 +38,7 @@ def tricky(vault: VaultDir) -> VaultDir:
     return vault
 
 
+@pytest.mark.both_paths
 def test_exec_passes_values_and_the_exit_code(tricky: VaultDir, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -57,6 +58,7 @@ def test_exec_passes_values_and_the_exit_code(tricky: VaultDir, tmp_path: Path) 
     assert json.loads((out / "argv").read_text()) == [str(out), *VARS]
 
 
+@pytest.mark.both_paths
 def test_exec_refusals_run_nothing(tricky: VaultDir, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     touch = ["--", "touch", str(marker)]
@@ -77,6 +79,7 @@ def test_exec_refusals_run_nothing(tricky: VaultDir, tmp_path: Path) -> None:
     assert (r.rc, r.out) == (0, TRICKY["t/space"])
 
 
+@pytest.mark.both_paths
 def test_env_output_survives_eval(tricky: VaultDir, tmp_path: Path) -> None:
     specs = [f"{var}={name}" for var, name in VARS.items()]
     cmd = shlex.join([*CLI, "--vault", str(tricky.path), "--identity",
@@ -93,6 +96,7 @@ def test_env_output_survives_eval(tricky: VaultDir, tmp_path: Path) -> None:
     assert out == b"export Q='it'\\''s \"quoted\" '\\''twice'\\'''\\'' and '\\''\\'\\'''\\'' too'\n"
 
 
+@pytest.mark.both_paths
 def test_env_refuses_nul_and_prints_nothing(tricky: VaultDir) -> None:
     r = tricky.run("env", "t/space", "t/nul")
     assert (r.rc, r.out) == (2, b"")

@@ -27,7 +27,6 @@ from ossl_vault.format import fields
 
 MAX_IN_FLIGHT = 64  # past this, the session stops reading until a reply goes out
 MAX_ID = 128  # characters of a string id
-WORKERS = 2 * (os.cpu_count() or 1)  # an openssl child per core while Python prepares the next
 
 Send = Callable[[bytes], Awaitable[None]]
 Fields = dict[str, Any]

@@ -14,13 +14,16 @@ from typing import Any, NoReturn
 
 import click
 
-from ossl_vault.errors import EXIT_CODES, IntegrityError
+from ossl_vault.cli.argv import AUDIT_SKIPPED, MAX_LOCK_TIMEOUT
+from ossl_vault.cli.argv import internal_message as internal_message  # main.py's import
+from ossl_vault.cli.envs import Where
+from ossl_vault.errors import EXIT_CODES
 from ossl_vault.format.records import Index
 from ossl_vault.format.seal import Identities
 from ossl_vault.ops import sources
+from ossl_vault.ops.sources import password_source as password_source  # the commands' import
 from ossl_vault.ops.vault import Vault
 
-MAX_LOCK_TIMEOUT = 86400  # seconds: a day
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
 
@@ -36,12 +39,6 @@ def check_lock_timeout(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
         raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
     return value
-
-
-def internal_message(e: BaseException) -> str:
-    """One line naming an unexpected exception, never ending in a period."""
-    text = " ".join(str(e).split())[:200].rstrip(".")
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 QUIET: list[bool] = []  # set by -q/--quiet, given anywhere on the command line
@@ -128,8 +125,9 @@ def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: 
     return [prefix + n for n in _names_of(ctx, True) if n.startswith(tail)]
 
 
-class Context:
-    """What the global options chose (given before or after the command)."""
+class Context(Where):
+    """What the global options chose (given before or after the command), and the
+    invocation's vault and audit records."""
 
     def __init__(
         self,
@@ -139,13 +137,11 @@ class Context:
         verbose: bool = False,
         remote: str | None = None,
     ) -> None:
-        self.vault_dir = vault
+        super().__init__(vault, identity, lock_timeout)
         self.remote = remote  # USER@URL: the vault commands run on the key server
-        self.identity = identity
-        self.lock_timeout = lock_timeout
         self.verbose = verbose
         self.key_passphrase_file: str | None = None
-        self._key_passphrases: dict[str, bytes | None] = {}
+        self._key_passphrase: sources.KeyPassphrase | None = None
         self._vault: Vault | None = None
         self.op = "-"
         self.secret = "-"  # noqa: S105 (a secret's name)
@@ -165,11 +161,7 @@ class Context:
                 self._vault = remote_vault(self.remote, self.op, self.lock_timeout)
                 return self._vault
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op)
-            log = self._vault.store.root / "audit.log"
-            if self._vault.store.exists() and not log.exists():
-                raise IntegrityError(
-                    f"the audit log '{log}' is missing", hint="restore it from a backup"
-                )
+            self._vault.store.check_audit_log()
         return self._vault
 
     def log_read(self, keys: list[str]) -> None:
@@ -190,10 +182,7 @@ class Context:
         if vault.store.changes and result == "ok":
             self.auto_checkpoint(vault)
         if vault.store.audit_skipped:  # best-effort mode went ahead without them
-            warn(
-                f"{vault.store.audit_skipped} audit record(s) could not "
-                "be written (the vault's audit mode is best-effort)"
-            )
+            warn(AUDIT_SKIPPED.format(vault.store.audit_skipped))
 
     def auto_checkpoint(self, vault: Vault) -> None:
         """Sign a checkpoint after a change, when the vault asks and we can."""
@@ -219,15 +208,9 @@ class Context:
 
     def key_passphrase(self, path: str) -> bytes | None:
         """An encrypted identity's passphrase: --key-passphrase-file, else asked once."""
-        if path not in self._key_passphrases:
-            if self.key_passphrase_file is not None:
-                given = sources.read_line_file(self.key_passphrase_file, "key passphrase")
-            elif sources.has_tty():
-                given = sources.prompt(f"passphrase of identity {path!r}")
-            else:
-                given = None
-            self._key_passphrases[path] = given
-        return self._key_passphrases[path]
+        if self._key_passphrase is None:  # --key-passphrase-file may come after the command
+            self._key_passphrase = sources.key_passphrase_source(self.key_passphrase_file)
+        return self._key_passphrase(path)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -243,7 +226,7 @@ def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     elif param.name == "identity":
         obj.identity = (*obj.identity, *value)
     elif param.name == "lock_timeout":
-        obj.lock_timeout = check_lock_timeout(value)
+        obj.lock_timeout = check_lock_timeout(value)  # after the command too: 0..86400
     elif param.name == "remote":
         obj.remote = value
     elif param.name == "verbose":
@@ -310,15 +293,6 @@ def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options of commands that decrypt: passphrase and per-secret password."""
     f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
     return passphrase_options(f)
-
-
-def password_source(path: str | None) -> Callable[[str], bytes | None]:
-    def ask(name: str) -> bytes | None:
-        if path is None and not sources.has_tty():
-            return None
-        return sources.secret_source(path, path is None, f"password of {name!r}")
-
-    return ask
 
 
 def split_names(values: tuple[str, ...]) -> list[str] | None:

@@ -44,6 +44,7 @@ from ossl_vault.errors import (
     VaultError,
 )
 from ossl_vault.ops import sources
+from ossl_vault.ops.read import read
 from ossl_vault.storage import paths
 
 _INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
@@ -262,9 +263,8 @@ def get(
     if value is None:  # no agent, or it holds no key for this: read it here
         ids = obj.identities(passphrase_file, ask_passphrase)
         vault = obj.vault()
-        value = vault.get(name, ids, number, password_source(password_file), strict)
+        value = read(vault, name, ids, number, password_source(password_file), strict)
         expired = vault.expired
-        obj.log_read([vault.opened_with] if vault.opened_with else [])
     if expired:
         warn(f"secret {name!r} expired on {expired}")
     if field is not None:

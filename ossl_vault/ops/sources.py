@@ -6,7 +6,6 @@ never from argv.
 
 from __future__ import annotations
 
-import getpass
 import os
 import stat
 import sys
@@ -122,6 +121,8 @@ def prompt(label: str, confirm: bool = False) -> bytes:
     """Ask on the terminal without echo; twice when ``confirm``."""
     if not has_tty():
         raise UsageError(f"cannot prompt for the {label}: no terminal", hint="use a file option")
+    import getpass  # only a person at a terminal needs it
+
     first = getpass.getpass(f"{label}: ").encode()
     if confirm and getpass.getpass(f"{label} (again): ").encode() != first:
         raise UsageError(f"the two {label}s differ")
@@ -144,6 +145,36 @@ def secret_source(path: str | None, ask: bool, label: str, confirm: bool = False
     if ask:
         return check_password(prompt(label, confirm), label)
     return None
+
+
+def password_source(path: str | None) -> Callable[[str], bytes | None]:
+    """A secret's own password, asked with its name: from ``path``, else a prompt if a
+    terminal is there, else None."""
+
+    def ask(name: str) -> bytes | None:
+        if path is None and not has_tty():
+            return None
+        return secret_source(path, path is None, f"password of {name!r}")
+
+    return ask
+
+
+def key_passphrase_source(path: str | None) -> KeyPassphrase:
+    """An encrypted identity's passphrase: the first line of ``path``, else asked once per
+    identity on a terminal, else None (the identity is then refused, exit 4)."""
+    given: dict[str, bytes | None] = {}
+
+    def ask(identity: str) -> bytes | None:
+        if identity not in given:
+            if path is not None:
+                given[identity] = read_line_file(path, "key passphrase")
+            elif has_tty():
+                given[identity] = prompt(f"passphrase of identity {identity!r}")
+            else:
+                given[identity] = None
+        return given[identity]
+
+    return ask
 
 
 def identities(

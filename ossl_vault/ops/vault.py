@@ -211,7 +211,7 @@ class Vault:
         An expired secret reads, and ``expired`` says since when; with
         ``strict`` it is refused (:class:`Expired`, exit 3) before anything opens.
         """
-        index = self.store.read_index()
+        index = self.store.read_records(name)
         v = self.readable(name, number, index)
         self.expired = expiry(index, name, strict)
         self.opened_version = v.version

@@ -14,14 +14,12 @@ import base64
 import getpass
 import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ossl_vault.errors import FormatError, IntegrityError, OperationError, VaultError
 from ossl_vault.format.seal import now
 from ossl_vault.openssl.crypto import sha256_hex
-from ossl_vault.storage.landing import last_change_state, pending_indexes
 
 LOG = "audit.log"
 CHECKPOINT = "audit.checkpoint"
@@ -93,7 +91,7 @@ def actor() -> tuple[str, str, str, str]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "-"
-    return str(os.getuid()), safe(user), safe(socket.gethostname()), str(os.getpid())
+    return str(os.getuid()), safe(user), safe(os.uname().nodename), str(os.getpid())
 
 
 def write_all(fd: int, data: bytes, size: int) -> None:
@@ -287,6 +285,8 @@ def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verd
     count = len(lines) - 1
     notes: list[str] = []
     if not problems:
+        from ossl_vault.storage.landing import pending_indexes  # not on a read's path
+
         pending = pending_indexes(log.path.parent)
         _check_last_change(lines, sha256_hex(index_bytes), pending, problems, notes)
     checked = None
@@ -297,6 +297,8 @@ def verify(log: AuditLog, index_bytes: bytes, verify_sig: object = None) -> Verd
 
 def _check_last_change(lines: list[str], current: str, pending: set[str],
                        problems: list[str], notes: list[str]) -> None:  # fmt: skip
+    from ossl_vault.storage.landing import last_change_state
+
     found = last_change_state(lines, current, pending)
     if found is not None:
         (notes if found[0] == "note" else problems).append(found[1])
@@ -309,6 +311,8 @@ def landing_note(log: AuditLog, index_bytes: bytes) -> str | None:
     except VaultError:
         return None
     lines = text.split("\n")[:-1]  # a torn tail left out: the next writer cuts it
+    from ossl_vault.storage.landing import last_change_state, pending_indexes
+
     found = last_change_state(lines, sha256_hex(index_bytes), pending_indexes(log.path.parent))
     return f"audit {found[1]}" if found is not None and found[0] == "note" else None
 

@@ -32,8 +32,10 @@ from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import AuditLog, Event
 from ossl_vault.storage.files import (
     TMP_PREFIX,
+    LockTimeout,
     atomic_write,
     atomic_write_many,
+    flocked,
     install,
     write_temp,
 )
@@ -99,6 +101,41 @@ class GroupCommit:
         return pending
 
 
+class Deferred:
+    """Audit records of reads whose values are released all at once (exec, env): one write.
+
+    :meth:`Store.log` of a store whose ``deferred`` is set queues the record
+    here; :meth:`flush` writes every queued record (one write and one fsync
+    per vault) and raises what the first failed write raised. The caller
+    releases no value before ``flush`` returns, so each value still goes out
+    after its durable record.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queued: list[tuple[Store, Pending]] = []
+
+    def add(self, store: Store, event: Event) -> None:
+        with self.lock:
+            self.queued.append((store, Pending(event)))
+
+    def flush(self) -> None:
+        with self.lock:
+            queued, self.queued = self.queued, []
+        by_root: dict[Path, list[tuple[Store, Pending]]] = {}
+        for store, pending in queued:
+            by_root.setdefault(store.root, []).append((store, pending))
+        error: BaseException | None = None
+        for entries in by_root.values():
+            entries[0][0].write_batch([p for _s, p in entries])
+            for store, p in entries:
+                error = error or p.error
+                if p.skipped:
+                    store.audit_skipped += 1
+        if error is not None:
+            raise error
+
+
 class Store:
     """A vault directory: reads its index and blobs, writes them under the lock."""
 
@@ -111,6 +148,7 @@ class Store:
         self.logged = 0  # records this process appended
         self.changes = 0  # commits this process made
         self.audit_skipped = 0  # records a best-effort log could not take
+        self.deferred: Deferred | None = None  # reads recorded at once, before any value goes out
 
     @property
     def index_path(self) -> Path:
@@ -148,6 +186,17 @@ class Store:
         """Parse vault.tsv; NotFoundError when there is no vault."""
         return parse(self.index_bytes())
 
+    def read_records(self, name: str) -> Index:
+        """What a read of secret ``name`` needs: the recipients and that secret's records.
+
+        In format 1 they are lines of the one vault.tsv, and the whole file is
+        parsed and checked: a flipped byte in any line fails the read, as
+        format.md section 6 step 1 asks (a recipient line names who other
+        secrets' wraps are for). A layout that keeps each secret apart reads
+        only its own file here.
+        """
+        return self.read_index()
+
     def index_bytes(self) -> bytes:
         """vault.tsv as bytes; NotFoundError when there is no vault."""
         try:
@@ -164,6 +213,14 @@ class Store:
             raise IntegrityError(f"'{self.index_path}' is a directory, not a vault index") from None
         except OSError as e:
             raise OperationError(f"cannot read '{self.index_path}': {e.strerror}") from e
+
+    def check_audit_log(self) -> None:
+        """Refuse a vault whose audit log is gone, before anything else is done with it."""
+        log = self.root / "audit.log"
+        if self.exists() and not log.exists():
+            raise IntegrityError(
+                f"the audit log '{log}' is missing", hint="restore it from a backup"
+            )
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's bytes, checked against its SHA-256 name."""
@@ -269,6 +326,10 @@ class Store:
         """
         if not self.exists():
             raise NotFoundError(f"no vault at '{self.root}'")
+        if self.deferred is not None:
+            self.deferred.add(self, event)
+            self.logged += 1  # written by Deferred.flush, or the whole command fails
+            return
         pending = GROUP_COMMIT.submit(self, event)
         if pending.error is not None:
             try:  # each thread its own copy: one object raised in many threads mixes tracebacks
@@ -303,17 +364,11 @@ class Store:
     @contextmanager
     def _audit_lock(self) -> Iterator[None]:
         """Serialize appends to audit.log (taken inside the vault lock by writers)."""
-        import filelock
-
-        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
         try:
-            lock.acquire()
-        except filelock.Timeout:
+            with flocked(self.root / AUDIT_LOCK, self.lock_timeout):
+                yield
+        except LockTimeout:
             raise BusyError(f"the audit log of '{self.root}' is busy") from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     def garbage(self, index: Index) -> list[Path]:
         """Blobs no record names, and temporary files of dead writers."""
