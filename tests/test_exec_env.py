@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, VaultDir
+from conftest import CLI, VaultDir, assert_error
 
 from ossl_vault.ops.vault import Vault
 
@@ -107,3 +107,19 @@ def test_env_refuses_nul_and_prints_nothing(tricky: VaultDir) -> None:
     r = tricky.run("env", "9lives=t/space")
     assert r.rc == 2 and "invalid variable name '9lives'" in r.err
     assert os.environ.get("T_SPACE") is None
+
+
+@pytest.mark.parametrize("where", ["option", "environment"])
+@pytest.mark.parametrize("args", [["exec", "--env", "X=a", "--", "true"], ["env", "a"],
+                                  ["serve", "--stdio"]])  # fmt: skip
+def test_local_only_commands_refuse_a_remote_vault(vault: VaultDir, where: str,
+                                                   args: list[str]) -> None:  # fmt: skip
+    """exec, env and serve read local vaults: --remote is refused, never read from disk instead."""
+    vault.ok("put", "a", input=b"local value")
+    remote = "alice@https://127.0.0.1:9"  # nothing listens: the refusal comes first
+    if where == "option":
+        r = vault.run("--remote", remote, *args)
+    else:
+        r = vault.run(*args, env={"OSSL_VAULT_REMOTE": remote})
+    assert_error(r, 2, "reads a local vault only")
+    assert b"local value" not in r.out

@@ -35,6 +35,15 @@ def get_via_agent(
     return remote_get(path, vault_dir, name, number, password)
 
 
+def local_only(obj: Context, command: str) -> None:
+    """Refuse ``--remote`` for a command that reads a local vault only (not the server's)."""
+    if getattr(obj, "remote", None):
+        raise UsageError(
+            f"'{command}' reads a local vault only, not one given with --remote",
+            hint="read remote secrets with 'ossl-vault --remote USER@URL get NAME'",
+        )
+
+
 def key_passphrase_option(f: click.decorators.FC) -> click.decorators.FC:
     return click.option(
         "--key-passphrase-file",
@@ -66,6 +75,7 @@ def serve(
     """
     if not stdio:
         raise UsageError("give --stdio (the one transport so far)")
+    local_only(obj, "serve")
     import asyncio
 
     from ossl_vault.agent.protocol import serve_stdio
@@ -107,6 +117,7 @@ def exec_(
     in COMMAND's environment only (readable by its own uid and root through
     /proc), never on a command line. 127: COMMAND not found; 126: not runnable.
     """
+    local_only(obj, "exec")
     values = read_env_values(obj, specs, passphrase_file, ask_passphrase, password_file, "exec")
     exec_with(command, values)
 
@@ -128,6 +139,7 @@ def env_(
     DB_PASSWORD). Every byte but NUL survives the quoting; a value holding NUL
     is refused (exit 2) and nothing is printed.
     """
+    local_only(obj, "env")
     values = read_env_values(obj, specs, passphrase_file, ask_passphrase, password_file, "env")
     sys.stdout.buffer.write(export_lines(values))
     sys.stdout.flush()
