@@ -54,6 +54,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_get.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_list.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_fastpath.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,17 +19,41 @@ COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "ossl_vau
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, stdin: bytes = b"") -> float:
     """Wall time of one run; the run must succeed."""
+    return timed_both(argv, env, stdin)[0]
+
+
+def timed_both(
+    argv: Sequence[str], env: dict[str, str] | None = None, stdin: bytes = b""
+) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run, CPU being user + system of it and its children.
+
+    CPU time barely moves when other work shares the machine; wall time does.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, input=stdin, check=True, capture_output=True, env=env)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
 
 
-def interleaved(runs: dict[str, Sequence[str]], n: int, env: dict[str, str]) -> dict[str, float]:
-    """Median wall time of each command, run alternately so drift hits all alike."""
+def interleaved(
+    runs: dict[str, Sequence[str]], n: int, env: dict[str, str], cpu: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Median wall time of each command, run alternately so drift hits all alike.
+
+    ``cpu``, when given, receives the median CPU time of each.
+    """
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cpus: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(n):
         for name, argv in runs.items():
-            times[name].append(timed(argv, env))
+            wall, used = timed_both(argv, env)
+            times[name].append(wall)
+            cpus[name].append(used)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cpus.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -25,6 +25,13 @@ EXIT_CODES = {
 }
 
 
+# Exit 4 for a vault or file the user may not read: the same code as a missing key.
+PERMISSION_HINT = (
+    "ask its owner for read access (e.g. group read on the vault directory and its "
+    "files), or run as a user who has it"
+)
+
+
 class VaultError(Exception):
     """Base of every error ossl-vault reports; carries its exit code."""
 

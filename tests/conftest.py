@@ -21,6 +21,42 @@ KINDS = ("rsa", "p256", "p384", "x25519")
 NOT_DATA = (".lock", ".audit.lock", "audit.log", "audit.checkpoint")  # change on every command
 
 
+# -- no command ever prints a Python traceback ------------------------------------
+# Every test's ossl-vault subprocesses whose stderr the test reads (subprocess.run,
+# Popen.communicate) are watched: a traceback fails the test that saw it.
+TRACEBACK = b"Traceback (most recent call last)"
+_TRACEBACKS: list[str] = []
+_communicate = subprocess.Popen.communicate
+
+
+def _is_ossl_vault(args: object) -> bool:
+    words = [args] if isinstance(args, str | bytes | os.PathLike) else list(args or [])  # type: ignore[call-overload]
+    text = " ".join(os.fsdecode(w) for w in words)
+    return "ossl_vault" in text or "ossl-vault" in text
+
+
+def _watched_communicate(self: subprocess.Popen, *a: object, **kw: object) -> tuple:  # type: ignore[type-arg]
+    out, err = _communicate(self, *a, **kw)  # type: ignore[arg-type]
+    text = err if isinstance(err, bytes) else (err or "").encode()
+    if TRACEBACK in text and _is_ossl_vault(self.args):
+        _TRACEBACKS.append(f"{self.args!r}:\n{text.decode('utf-8', 'replace')}")
+    return out, err
+
+
+subprocess.Popen.communicate = _watched_communicate  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def no_traceback() -> Iterator[None]:
+    """Fail any test during which an ossl-vault command printed a traceback."""
+    _TRACEBACKS.clear()
+    yield
+    if _TRACEBACKS:
+        found = _TRACEBACKS[:]
+        _TRACEBACKS.clear()
+        pytest.fail("an ossl-vault command printed a Python traceback:\n" + found[0])
+
+
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
@@ -143,9 +179,29 @@ def clean_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+READ_PATHS = ("light", "full")  # cli/light.py before click loads, or the click CLI
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path)
+def read_path(request: pytest.FixtureRequest) -> str:
+    """Which path plain reads take: "light" (the default, as users run it) or "full"."""
+    return getattr(request, "param", "light")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_paths`` run twice: plain reads on the light path, then on click's."""
+    if metafunc.definition.get_closest_marker("both_paths") and "read_path" in (
+        metafunc.fixturenames
+    ):
+        metafunc.parametrize("read_path", READ_PATHS, indirect=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path, read_path: str) -> dict[str, str]:
+    e = clean_env(tmp_path)
+    if read_path == "full":
+        e["OSSL_VAULT_FAST_PATH"] = "0"
+    return e
 
 
 @pytest.fixture
@@ -253,3 +309,42 @@ def need(ok: bool, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} (CI must have it: scripts/install-test-deps)")
     pytest.skip(what)
+
+
+def run_pty(
+    argv: list[str], env: dict[str, str], answers: tuple[tuple[bytes, bytes], ...] = ()
+) -> tuple[int, bytes]:
+    """Run ``argv`` with a pty as its terminal (stdin, stdout, stderr): (exit code, all it
+    wrote). Each (prompt, reply) of ``answers`` is typed once ``prompt`` has appeared."""
+    import pty
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        os.execve(argv[0], argv, env)
+    seen = b""
+    deadline = time.monotonic() + 60
+    for prompt, reply in answers:
+        while prompt not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += os.read(fd, 4096)
+        os.write(fd, reply)
+    import select
+
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:  # waiting on a prompt nobody answers: end it, and say so
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            raise AssertionError(f"no exit within the deadline: {seen!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen

@@ -488,19 +488,23 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
         ([*at, "get", "db/pw"], b"two\n"),
         ([f"--vault={vault.path}", "-i", str(enc), "get", "db/pw", "--version", "1"], b"one"),
         ([*at, "--lock-timeout", "5", "get", "db/pw", "--version=2"], b"two\n"),
+        ([*at, "get", "--version", "1", "db/pw"], b"one"),  # options in click's orders too
+        # the global options after the command too (issue 9)
+        (["get", "db/pw", "--vault", str(vault.path), "-i", str(enc), "--version", "1"], b"one"),
+        (["--vault", str(vault.path), "get", "--identity", str(enc), "db/pw"], b"two\n"),
     ):
         r, modules = imported(vault, a.env, *args)
         assert (r.rc, r.out, r.err) == (0, out, ""), args
         assert "click" not in modules and "ossl_vault.cli.main" not in modules, args
     records = (vault.path / "audit.log").read_text()
-    assert records.count("\tagent:get\tdb/pw\t") == 3  # each fast read recorded by the agent
+    assert records.count("\tagent:get\tdb/pw\t") == 6  # each fast read recorded by the agent
     # a final error from the agent: the CLI's error line and exit code, still no CLI
     r, modules = imported(vault, a.env, *at, "get", "no/such")
     assert (r.rc, r.out) == (3, b"") and "click" not in modules
     assert r.err == vault.run("get", "no/such").err  # the same words as without an agent
     # anything else goes to the full CLI
     for args in (["get", "db/pw", "--out", str(tmp_path / "o")], ["--version"], ["list"],
-                 ["get", "--version", "1", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
+                 ["get", "--version", "01", "db/pw"], ["-i=x", "get", "db/pw"]):  # fmt: skip
         _r, modules = imported(vault, a.env, "--vault", str(vault.path), *args)
         assert "click" in modules, args
     r, modules = imported(vault, {**a.env, "OSSL_VAULT_LOCK_TIMEOUT": "soon"}, *at, "get", "db/pw")
@@ -530,9 +534,7 @@ def test_a_missing_password_is_asked_for_at_a_terminal(
     vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
 ) -> None:
     """The agent cannot prompt; its "needs its password" is not final, so the CLI asks."""
-    import pty
-
-    from conftest import CLI
+    from conftest import CLI, run_pty
 
     enc, pf = enc_key
     (tmp_path / "pw").write_text("guard pw\n")
@@ -540,19 +542,8 @@ def test_a_missing_password_is_asked_for_at_a_terminal(
     a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
     argv = [*CLI, "--vault", str(vault.path), "--identity", str(vault.keydir / "rsa.key"),
             "get", "guarded"]  # fmt: skip
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the pty is its terminal
-        os.execve(argv[0], argv, a.env)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"password of 'guarded'" not in seen:
-        assert time.monotonic() < deadline, seen
-        seen += os.read(fd, 4096)
-    os.write(fd, b"guard pw\n")
-    seen = read_until_closed(fd, seen)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, seen
+    rc, seen = run_pty(argv, a.env, ((b"password of 'guarded'", b"guard pw\n"),))
+    assert rc == 0, seen
     assert seen.endswith(b"G!"), seen
 
 

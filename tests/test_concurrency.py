@@ -122,3 +122,29 @@ def test_writer_times_out_on_a_held_lock(vault: VaultDir, command: list[str], st
     assert v.snapshot() == before
     # With the lock free again, the same command goes through.
     v.ok("--lock-timeout", "5", *command, input=stdin)
+
+
+def test_concurrent_rotate_share_unshare_serialise(vault: VaultDir) -> None:
+    """Issue 10 #7: they take the lock, so contention never fails them (exit 1)."""
+    v = vault
+    v.ok("recipient", "add", "p256", str(v.keydir / "p256.pem"), "--no-default")
+    for name in ("one", "two"):
+        v.ok("put", name, input=f"value of {name}".encode())
+    base = [*CLI, "--vault", str(v.path), "--identity", str(v.keydir / "rsa.key")]
+    jobs = [["rotate", "one"]] * 4 + [["share", "one", "p256"], ["unshare", "one", "p256"]] * 2
+    jobs += [["rotate", "two"], ["share", "two", "p256"], ["rotate"]]
+    procs = [
+        subprocess.Popen(
+            [*base, *job], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=v.env
+        )
+        for job in jobs
+    ]
+    for job, p in zip(jobs, procs, strict=True):
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, f"{job}: exit {p.returncode}: {err.decode()}"
+    v.ok("fsck")
+    for name in ("one", "two"):
+        assert v.ok("get", name).out == f"value of {name}".encode()
+    rows = {r["name"]: r for r in map(json.loads, v.ok("list", "--json").out.splitlines())}
+    assert rows["two"]["recipients"] == ["host", "p256"]  # the share was not lost to a rotate
+    assert v.ok("get", "two", identity="p256").out == b"value of two"

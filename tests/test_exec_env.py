@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, VaultDir
+from conftest import CLI, VaultDir, assert_error
 
 from ossl_vault.ops.vault import Vault
 
@@ -38,6 +38,7 @@ def tricky(vault: VaultDir) -> VaultDir:
     return vault
 
 
+@pytest.mark.both_paths
 def test_exec_passes_values_and_the_exit_code(tricky: VaultDir, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -57,6 +58,7 @@ def test_exec_passes_values_and_the_exit_code(tricky: VaultDir, tmp_path: Path) 
     assert json.loads((out / "argv").read_text()) == [str(out), *VARS]
 
 
+@pytest.mark.both_paths
 def test_exec_refusals_run_nothing(tricky: VaultDir, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     touch = ["--", "touch", str(marker)]
@@ -77,6 +79,7 @@ def test_exec_refusals_run_nothing(tricky: VaultDir, tmp_path: Path) -> None:
     assert (r.rc, r.out) == (0, TRICKY["t/space"])
 
 
+@pytest.mark.both_paths
 def test_env_output_survives_eval(tricky: VaultDir, tmp_path: Path) -> None:
     specs = [f"{var}={name}" for var, name in VARS.items()]
     cmd = shlex.join([*CLI, "--vault", str(tricky.path), "--identity",
@@ -93,6 +96,7 @@ def test_env_output_survives_eval(tricky: VaultDir, tmp_path: Path) -> None:
     assert out == b"export Q='it'\\''s \"quoted\" '\\''twice'\\'''\\'' and '\\''\\'\\'''\\'' too'\n"
 
 
+@pytest.mark.both_paths
 def test_env_refuses_nul_and_prints_nothing(tricky: VaultDir) -> None:
     r = tricky.run("env", "t/space", "t/nul")
     assert (r.rc, r.out) == (2, b"")
@@ -103,3 +107,19 @@ def test_env_refuses_nul_and_prints_nothing(tricky: VaultDir) -> None:
     r = tricky.run("env", "9lives=t/space")
     assert r.rc == 2 and "invalid variable name '9lives'" in r.err
     assert os.environ.get("T_SPACE") is None
+
+
+@pytest.mark.parametrize("where", ["option", "environment"])
+@pytest.mark.parametrize("args", [["exec", "--env", "X=a", "--", "true"], ["env", "a"],
+                                  ["serve", "--stdio"]])  # fmt: skip
+def test_local_only_commands_refuse_a_remote_vault(vault: VaultDir, where: str,
+                                                   args: list[str]) -> None:  # fmt: skip
+    """exec, env and serve read local vaults: --remote is refused, never read from disk instead."""
+    vault.ok("put", "a", input=b"local value")
+    remote = "alice@https://127.0.0.1:9"  # nothing listens: the refusal comes first
+    if where == "option":
+        r = vault.run("--remote", remote, *args)
+    else:
+        r = vault.run(*args, env={"OSSL_VAULT_REMOTE": remote})
+    assert_error(r, 2, "reads a local vault only")
+    assert b"local value" not in r.out

@@ -15,7 +15,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ossl_vault"
 
 # Top to bottom. A module may import its own layer and those below it.
-LAYERS = ["cli", "agent", "ops", "storage", "format", "keys", "openssl", "errors"]
+LAYERS = [
+    "cli",
+    "server",
+    "agent",
+    "remote",
+    "ops",
+    "storage",
+    "format",
+    "keys",
+    "openssl",
+    "errors",
+]
 
 
 def module_name(path: Path) -> str:

@@ -15,6 +15,7 @@ import shutil
 import string
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, VaultDir
 
 from ossl_vault.format.records import Wrap
@@ -135,6 +136,7 @@ def derived_keys(
     return found
 
 
+@pytest.mark.both_paths
 def test_no_secret_reaches_openssl_argv_or_env(
     tmp_path: Path, keydir: Path, env: dict[str, str]
 ) -> None:

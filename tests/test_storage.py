@@ -327,8 +327,13 @@ def test_each_change_binds_the_file_it_wrote(bound) -> None:
     if driver == "dir2":
         want = "v2:" + hashlib.sha256((v.path / "secrets" / "a.tsv").read_bytes()).hexdigest()
         assert records[-2][11] == want
-    v.ok("rm", "b/c")
+    v.ok("rm", "b/c")  # a soft delete: a state line in the secret's file
     assert v.audit()[-1][6:8] == ["rm", "b/c"]
+    if driver == "dir2":
+        kept = (v.path / "secrets" / "b" / "c.tsv").read_bytes()
+        assert v.audit()[-1][11] == "v2:" + hashlib.sha256(kept).hexdigest()
+    v.ok("purge", "b/c")  # the file goes: bound to the hash of nothing
+    assert v.audit()[-1][6:8] == ["purge", "b/c"]
     assert v.audit()[-1][11] == "v2:" + hashlib.sha256(b"").hexdigest()
     assert all(rc == 0 for rc, _ in verdicts(v, driver))
 

@@ -310,6 +310,7 @@ def test_every_byte_flip_fails_closed_library(stored: VaultDir, tmp_path: Path, 
 
 
 @pytest.mark.parametrize("kind", ["rsa", "p256"])
+@pytest.mark.both_paths
 def test_flips_fail_closed_through_cli(stored: VaultDir, tmp_path: Path, kind: str) -> None:
     rng = random.Random(SEED)
     print(f"tamper seed {SEED}")
@@ -353,6 +354,7 @@ def test_flips_in_an_older_version_fail_closed_library(
     assert not failures, report(failures)
 
 
+@pytest.mark.both_paths
 def test_flips_in_an_older_version_fail_closed_cli(stored: VaultDir, tmp_path: Path) -> None:
     stored.ok("put", NAME, input=b"the newer value")
     rng = random.Random(SEED + 2)
@@ -418,6 +420,7 @@ def test_every_byte_flip_fails_closed_password_library(
     assert not failures, report(failures)
 
 
+@pytest.mark.both_paths
 def test_flips_fail_closed_password_cli(
     with_password: tuple[VaultDir, Path, Path], tmp_path: Path
 ) -> None:

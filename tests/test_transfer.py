@@ -351,7 +351,7 @@ def test_plaintext_export_needs_the_flag_and_warns(
     vault: VaultDir, other: VaultDir, tmp_path: Path
 ) -> None:
     for name, value in ENV_VALUES.items():
-        vault.ok("put", name, input=value)
+        vault.ok("put", name, *([] if value else ["--allow-empty"]), input=value)
     r = vault.ok("export", "--all", "--plaintext", "--format", "env")
     assert "warning" in r.err and "unencrypted" in r.err
     f = tmp_path / "out.env"

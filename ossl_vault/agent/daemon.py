@@ -33,9 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ossl_vault.agent.client import MAX_LINE, peer_uid
 from ossl_vault.agent.keyring import Keyring
-from ossl_vault.agent.protocol import SCHEMAS, WORKERS, Fields, Session, reply_error
+from ossl_vault.agent.protocol import SCHEMAS, Fields, Session, reply_error
 from ossl_vault.agent.serve import Operations
 from ossl_vault.errors import DENIED, OperationError, UsageError
+from ossl_vault.ops.read import WORKERS
 from ossl_vault.ops.vault import Vault
 
 DEFAULT_TTL = 15 * 60.0

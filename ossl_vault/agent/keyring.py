@@ -16,13 +16,12 @@ from ossl_vault.errors import AccessDenied, UsageError
 from ossl_vault.format.records import Index, parse
 from ossl_vault.format.seal import Identities, decrypt
 from ossl_vault.format.wrapping import Identity, unlock_passphrase
-from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
 from ossl_vault.ops import sources
+from ossl_vault.ops.sources import ENCRYPTED_PEM, decrypt_pem
 from ossl_vault.ops.vault import Vault
 
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
 MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
-ENCRYPTED_PEM = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
 
 CacheKey = tuple[str, str, int, str]  # vault, name, version, blob SHA-256
 ValueKey = tuple[str, str, int, str, bytes]  # and the record MAC
@@ -142,16 +141,6 @@ class Keyring:
 
 
 # -- loading identities ---------------------------------------------------------------
-
-
-def decrypt_pem(pem: bytes, passphrase: bytes, source: str) -> bytearray:
-    """A passphrase-protected PEM private key, decrypted by openssl into memory."""
-    with SecretFds(pem) as (kfd,), SecretFds(passphrase + b"\n") as (pfd,):
-        args = ["pkey", "-in", f"/dev/fd/{kfd}", "-passin", f"fd:{pfd}"]
-        try:
-            return bytearray(openssl(args, pass_fds=[kfd, pfd], what="openssl pkey -passin"))
-        except OpensslFailed:
-            raise AccessDenied(f"wrong passphrase for identity {source!r}") from None
 
 
 def in_memory(

@@ -27,7 +27,6 @@ from ossl_vault.format import fields
 
 MAX_IN_FLIGHT = 64  # past this, the session stops reading until a reply goes out
 MAX_ID = 128  # characters of a string id
-WORKERS = 2 * (os.cpu_count() or 1)  # an openssl child per core while Python prepares the next
 
 Send = Callable[[bytes], Awaitable[None]]
 Fields = dict[str, Any]
@@ -120,7 +119,7 @@ def parse_request(line: bytes, schemas: Schemas) -> tuple[object, str, Fields]:
     """(id, op, fields) of a request line; base64 fields come back decoded."""
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting too deep is not JSON here
         raise RequestError("request is not valid JSON") from None
     if not isinstance(message, dict):
         raise RequestError("request is not a JSON object")

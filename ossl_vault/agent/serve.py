@@ -11,10 +11,13 @@ from collections.abc import Callable
 from ossl_vault import __version__
 from ossl_vault.agent.client import Connections, RemoteError, forward
 from ossl_vault.agent.keyring import Keyring
-from ossl_vault.agent.protocol import Fields
 from ossl_vault.errors import UsageError, VaultError
 from ossl_vault.format.fields import b64
 from ossl_vault.ops.vault import Vault, expiry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (exec's light path)
+if TYPE_CHECKING:
+    from ossl_vault.agent.protocol import Fields  # the protocol loads asyncio: not for exec
 
 
 class Operations:

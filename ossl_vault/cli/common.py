@@ -6,6 +6,7 @@ them (lazily) to register them on the group.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -13,10 +14,14 @@ from typing import Any, NoReturn
 
 import click
 
-from ossl_vault.errors import EXIT_CODES, IntegrityError
+from ossl_vault.cli.argv import AUDIT_SKIPPED, MAX_LOCK_TIMEOUT
+from ossl_vault.cli.argv import internal_message as internal_message  # main.py's import
+from ossl_vault.cli.envs import Where
+from ossl_vault.errors import EXIT_CODES
 from ossl_vault.format.records import Index
 from ossl_vault.format.seal import Identities
 from ossl_vault.ops import sources
+from ossl_vault.ops.sources import password_source as password_source  # the commands' import
 from ossl_vault.ops.vault import Vault
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -27,6 +32,13 @@ def fail(message: str, hint: str | None, code: int) -> NoReturn:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.exit(code)
+
+
+def check_lock_timeout(value: float | None) -> float | None:
+    """A finite number of seconds, 0 to a day: -1 would wait forever, nan breaks the lock."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_LOCK_TIMEOUT):
+        raise click.BadParameter(f"'{value:g}' is not a number of seconds from 0 to 86400")
+    return value
 
 
 QUIET: list[bool] = []  # set by -q/--quiet, given anywhere on the command line
@@ -113,13 +125,23 @@ def complete_recipients(ctx: click.Context, param: click.Parameter, incomplete: 
     return [prefix + n for n in _names_of(ctx, True) if n.startswith(tail)]
 
 
-class Context:
-    """What the group's options chose."""
+class Context(Where):
+    """What the global options chose (given before or after the command), and the
+    invocation's vault and audit records."""
 
-    def __init__(self, vault: str, identity: tuple[str, ...], lock_timeout: float | None) -> None:
-        self.vault_dir = vault
-        self.identity = identity
-        self.lock_timeout = lock_timeout
+    def __init__(
+        self,
+        vault: str,
+        identity: tuple[str, ...],
+        lock_timeout: float | None,
+        verbose: bool = False,
+        remote: str | None = None,
+    ) -> None:
+        super().__init__(vault, identity, lock_timeout)
+        self.remote = remote  # USER@URL: the vault commands run on the key server
+        self.verbose = verbose
+        self.key_passphrase_file: str | None = None
+        self._key_passphrase: sources.KeyPassphrase | None = None
         self._vault: Vault | None = None
         self.op = "-"
         self.secret = "-"  # noqa: S105 (a secret's name)
@@ -136,12 +158,13 @@ class Context:
             self.secret = str(ctx.params.get("name") or "-")
             number = ctx.params.get("number")
             self.version = number if isinstance(number, int) else None
+            if self.remote:
+                from ossl_vault.remote.vault import remote_vault
+
+                self._vault = remote_vault(self.remote, self.op, self.lock_timeout)
+                return self._vault
             self._vault = Vault(self.vault_dir, self.lock_timeout, self.op, fmt)
-            log = self._vault.store.root / "audit.log"
-            if self._vault.store.exists() and not log.exists():
-                raise IntegrityError(
-                    f"the audit log '{log}' is missing", hint="restore it from a backup"
-                )
+            self._vault.store.check_audit_log()
         return self._vault
 
     def log_read(self, keys: list[str]) -> None:
@@ -162,33 +185,99 @@ class Context:
         if vault.store.changes and result == "ok":
             self.auto_checkpoint(vault)
         if vault.store.audit_skipped:  # best-effort mode went ahead without them
-            warn(
-                f"{vault.store.audit_skipped} audit record(s) could not "
-                "be written (the vault's audit mode is best-effort)"
-            )
+            warn(AUDIT_SKIPPED.format(vault.store.audit_skipped))
 
     def auto_checkpoint(self, vault: Vault) -> None:
         """Sign a checkpoint after a change, when the vault asks and we can."""
         from ossl_vault.storage import audit
 
+        if self.remote:
+            return  # the server's log is chained per user; checkpoints are the local vault's
         log = audit.AuditLog(vault.store.root)
         if not log.auto_checkpoint():
             return
-        found = audit.signing_identity(vault.store.read_index([]), self.identities().files)
+        files, _ = sources.identity_files(self.identity)  # never asks: a write is done
+        found = audit.signing_identity(vault.store.read_index([]), files)
         if found is not None:
             with vault.store.locked():
                 audit.write_checkpoint(log, *found)
 
     def identities(self, passphrase_file: str | None = None, ask: bool = False) -> Identities:
-        return sources.identities(self.identity, passphrase_file, ask)
+        if self.remote:
+            from ossl_vault.remote.vault import remote_identities
+
+            return remote_identities(self.remote)
+        return sources.identities(self.identity, passphrase_file, ask, self.key_passphrase)
+
+    def key_passphrase(self, path: str) -> bytes | None:
+        """An encrypted identity's passphrase: --key-passphrase-file, else asked once."""
+        if self._key_passphrase is None:  # --key-passphrase-file may come after the command
+            self._key_passphrase = sources.key_passphrase_source(self.key_passphrase_file)
+        return self._key_passphrase(path)
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of commands that decrypt: passphrase and per-secret password."""
-    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the command: it changes the invocation's Context."""
+    obj = ctx.find_object(Context)
+    if obj is None or value in (None, (), False):
+        return value
+    if param.name == "vault":
+        obj.vault_dir = value
+    elif param.name == "identity":
+        obj.identity = (*obj.identity, *value)
+    elif param.name == "lock_timeout":
+        obj.lock_timeout = check_lock_timeout(value)  # after the command too: 0..86400
+    elif param.name == "remote":
+        obj.remote = value
+    elif param.name == "verbose":
+        obj.verbose = True
+    elif param.name == "key_passphrase_file":
+        obj.key_passphrase_file = value
+    return value
+
+
+def global_params() -> list[click.Parameter]:
+    """The global options, for a command's own parameters: they work after it too."""
+    return [
+        click.Option(["--vault"], metavar="DIR", expose_value=False, callback=_set_global,
+                     help="The vault directory (global option)."),
+        click.Option(["--identity", "-i"], multiple=True, metavar="FILE", expose_value=False,
+                     callback=_set_global, help="Private key to read with (global option)."),
+        click.Option(["--lock-timeout"], type=float, metavar="SECONDS", expose_value=False,
+                     callback=_set_global, help="Writer's wait for the lock (global option)."),
+        click.Option(["--remote"], metavar="USER@URL", expose_value=False, callback=_set_global,
+                     help="Run the command on a key server (global option)."),
+        click.Option(["--verbose", "-v"], is_flag=True, default=False, expose_value=False,
+                     callback=_set_global, help="Per-secret lines (global option)."),
+        click.Option(["--key-passphrase-file"], metavar="FILE", expose_value=False,
+                     callback=_set_global,
+                     help="Passphrase of encrypted PEM identities (first line); else asked "
+                     "once on a terminal (global option)."),
+    ]  # fmt: skip
+
+
+def with_globals(command: click.Command) -> click.Command:
+    """Give ``command`` (and a group's subcommands) the global options, once."""
+    if getattr(command, "_with_globals", False):
+        return command
+    taken = {o for p in command.params for o in getattr(p, "opts", [])}
+    command.params.extend(
+        p
+        for p in global_params()
+        if not taken & set(p.opts)  # type: ignore[attr-defined]
+    )
+    command._with_globals = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_globals(sub)
+    return command
+
+
+def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--passphrase and --passphrase-file: a passphrase recipient's passphrase."""
     f = click.option(
         "--passphrase",
         "ask_passphrase",
@@ -203,13 +292,10 @@ def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def password_source(path: str | None) -> Callable[[str], bytes | None]:
-    def ask(name: str) -> bytes | None:
-        if path is None and not sources.has_tty():
-            return None
-        return sources.secret_source(path, path is None, f"password of {name!r}")
-
-    return ask
+def reader_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of commands that decrypt: passphrase and per-secret password."""
+    f = click.option("--password-file", metavar="FILE", help="Per-secret password (first line).")(f)
+    return passphrase_options(f)
 
 
 def split_names(values: tuple[str, ...]) -> list[str] | None:
@@ -217,11 +303,13 @@ def split_names(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def warn_expiring(index: Index) -> None:
+def warn_expiring(index: Index, only: set[str] | None = None) -> None:
     """A warning line per recipient certificate expired or expiring within 30 days."""
     from ossl_vault.ops.sharing import expiring
 
     for name, days, when in expiring(index):
+        if only is not None and name not in only:
+            continue
         state = f"expired on {when}" if days < 0 else f"expires in {days} day(s), on {when}"
         warn(f"certificate of recipient {name!r} {state}")
         click.echo(f"hint: ossl-vault recipient renew {name} NEWCERT", err=True)

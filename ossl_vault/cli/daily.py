@@ -24,6 +24,7 @@ from ossl_vault.cli.common import (
     reader_options,
     warn_expiring,
 )
+from ossl_vault.errors import NotFoundError
 from ossl_vault.ops import lifecycle, names
 
 
@@ -71,6 +72,10 @@ def list_(
     chosen = set(names.select([str(r["name"]) for r in rows], pattern))
     rows = [r for r in rows if r["name"] in chosen]
     if exposed_to is not None:
+        known = set(index.recipients) | {u for r in rows for u in r["ever"]}  # type: ignore[attr-defined]
+        if exposed_to not in known:  # a typo, not a reader of nothing (issue 9)
+            raise NotFoundError(f"no recipient {exposed_to!r}, now or ever",
+                                hint="'ossl-vault recipient list' shows the names")  # fmt: skip
         rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
     if needs_rotation:
         rows = [r for r in rows if r["needs_rotation"]]

@@ -1,14 +1,20 @@
-"""The ``ossl-vault`` command: ``get`` through a running agent before the CLI loads.
+"""The ``ossl-vault`` command: plain reads answered before click and the full CLI load.
 
 A script that calls ``ossl-vault get NAME`` in a loop pays Python's start-up
-each time, and most of the rest is importing the CLI (click, the vault code).
-With an agent running (``$OSSL_VAULT_AGENT``), a plain read -- the global
-options ``--vault``, ``--identity``/``-i`` and ``--lock-timeout``, then ``get
-NAME`` with at most ``--version N`` -- is asked of the agent first, importing
-only the standard library's socket and json. The agent checks, decrypts and
-records the read exactly as for any client (docs/protocol.md). Any other
-command line, no agent, or an answer that means "read it yourself" goes to
-the full CLI, which then does not ask the agent a second time.
+each time, and most of the rest used to be importing the CLI (click, tabulate,
+filelock, the code of every command). So a plain read -- ``get NAME [--version
+N]``, ``env [VAR=]NAME...`` or ``exec --env VAR=NAME... [--] COMMAND...``, with
+the global options ``--vault``, ``--identity``/``-i`` and ``--lock-timeout``
+before or after the command name -- is parsed here (:func:`plain`), once:
+
+- with an agent running (``$OSSL_VAULT_AGENT``), a ``get`` is asked of the
+  agent first, importing only socket and json (:func:`agent_get`);
+- otherwise, or when the agent says "read it yourself", the light path
+  (:mod:`ossl_vault.cli.light`) reads it with the same operations the full CLI
+  calls, importing only what a read needs (tests/test_light.py lists it).
+
+Any other command line goes to the full CLI, which then says what is wrong
+with it; so does every command line when ``OSSL_VAULT_FAST_PATH=0``.
 """
 
 from __future__ import annotations
@@ -16,86 +22,31 @@ from __future__ import annotations
 import os
 import sys
 
+from ossl_vault.cli.argv import Plain, error_line, plain
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
-from ossl_vault.storage import paths
 
-_GLOBAL = {"--vault": "vault", "--identity": "identity", "-i": "identity",
-           "--lock-timeout": "lock-timeout"}  # fmt: skip
+FAST_PATH_ENV = "OSSL_VAULT_FAST_PATH"
 
 
-def plain_get(argv: list[str]) -> tuple[str, str, int | None] | None:
-    """(vault, name, version) of ``[globals] get NAME [--version N]``; None for anything else."""
-    vault = None
-    given = set()
-    i = 0
-    while i < len(argv) and argv[i] != "get":
-        option, eq, value = argv[i].partition("=")
-        if option not in _GLOBAL or (option == "-i" and eq):
-            return None
-        given.add(option)
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            i, value = i + 1, argv[i + 1]
-        if _GLOBAL[option] == "vault":
-            if not value:
-                return None
-            vault = value
-        elif _GLOBAL[option] == "lock-timeout" and not _is_float(value):
-            return None  # the CLI says what is wrong with it
-        i += 1
-    rest = argv[i + 1 :]
-    if i >= len(argv) or not rest or rest[0].startswith("-"):
-        return None
-    name, options = rest[0], rest[1:]
-    number = None
-    if options:
-        if len(options) == 1 and options[0].startswith("--version="):
-            options = ["--version", options[0].partition("=")[2]]
-        if len(options) != 2 or options[0] != "--version":
-            return None
-        text = options[1]
-        if not (text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10):
-            return None
-        number = int(text)
-    timeout = os.environ.get("OSSL_VAULT_LOCK_TIMEOUT")
-    if "--lock-timeout" not in given and timeout and not _is_float(timeout):
-        return None  # the CLI says what is wrong with it
-    vault = vault or os.environ.get("OSSL_VAULT_DIR") or paths.default_vault()
-    return vault, name, number
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def agent_get(path: str, argv: list[str]) -> None:
+def agent_get(path: str, wanted: Plain) -> None:
     """Answer a plain ``get`` through the agent and exit; return when it cannot."""
-    wanted = plain_get(argv)
-    if wanted is None:
-        return
     from ossl_vault.agent import client
 
     client.ASKED = True
-    reply = client.ask(path, client.get_request(*wanted))
+    reply = client.ask(path, client.get_request(wanted.vault_dir, wanted.args[0], wanted.number))
     if reply is None:
         return
     result, error = reply.get("result"), reply.get("error")
     if isinstance(result, dict):
         value = client.value_of(result)
         if value is None:
-            return  # garbled: the CLI reads it itself
+            return  # garbled: read it here
+        name = wanted.args[0]
         if isinstance(result.get("expired"), str):
-            sys.stderr.write(f"ossl-vault: warning: secret {wanted[1]!r} expired on "
-                             f"{result['expired']}\n")  # fmt: skip
+            when = result["expired"]
+            sys.stderr.write(f"ossl-vault: warning: secret {name!r} expired on {when}\n")
         if sys.stdout.isatty() and binary(value):
-            refusal = binary_refusal(wanted[1])
-            sys.stderr.write(f"ossl-vault: error: {refusal}\nhint: {BINARY_HINT}\n")
-            sys.exit(2)
+            error_line(binary_refusal(name), BINARY_HINT, 2)
         try:
             sys.stdout.buffer.write(value)
             sys.stdout.flush()
@@ -103,21 +54,27 @@ def agent_get(path: str, argv: list[str]) -> None:
             os._exit(1)
         sys.exit(0)
     assert isinstance(error, dict)  # ask() returns only results and final errors
-    sys.stderr.write(f"ossl-vault: error: {error.get('message')}\n")
-    if error.get("hint"):
-        sys.stderr.write(f"hint: {error['hint']}\n")
-    sys.exit(int(error["code"]))
+    error_line(str(error.get("message")), error.get("hint"), int(error["code"]))
 
 
 def main() -> None:
-    """The console script: the agent's fast path for a plain read, else the CLI.
+    """The console script: a plain read on the agent's or the light path, else the CLI.
 
     It never returns (both exit). ``typing`` is not imported for ``NoReturn``:
-    that import alone costs a fast read a quarter of its time.
+    that import alone costs a fast read a tenth of its time.
     """
-    path = os.environ.get("OSSL_VAULT_AGENT")
-    if path:
-        agent_get(path, sys.argv[1:])
+    # A remote vault (issue 13) is read through the full CLI; the agent and the
+    # light path serve local vaults only.
+    local = not os.environ.get("OSSL_VAULT_REMOTE")
+    wanted = plain(sys.argv[1:]) if local and os.environ.get(FAST_PATH_ENV) != "0" else None
+    if wanted is not None:
+        agent = os.environ.get("OSSL_VAULT_AGENT")
+        if agent and wanted.command == "get":
+            agent_get(agent, wanted)
+        if not agent or wanted.command == "get":
+            from ossl_vault.cli import light
+
+            light.run(wanted)
     from ossl_vault.cli.main import main as cli_main
 
     cli_main()

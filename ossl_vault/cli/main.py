@@ -19,9 +19,11 @@ from ossl_vault.agent import client
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
+    check_lock_timeout,
     complete_recipients,
     complete_secret,
     fail,
+    internal_message,
     note,
     pass_ctx,
     password_source,
@@ -29,12 +31,20 @@ from ossl_vault.cli.common import (
     reader_options,
     split_names,
     warn,
+    with_globals,
     with_quiet,
 )
 from ossl_vault.cli.terminal import BINARY_HINT, binary, binary_refusal
-from ossl_vault.errors import USAGE, IntegrityError, UsageError, VaultError
-from ossl_vault.keys import loader
+from ossl_vault.errors import (
+    DENIED,
+    FAILED,
+    PERMISSION_HINT,
+    USAGE,
+    UsageError,
+    VaultError,
+)
 from ossl_vault.ops import sources
+from ossl_vault.ops.read import read
 from ossl_vault.storage import paths
 
 _INVOKED: list[Context] = []  # the invocation's context, for its audit record at exit
@@ -49,23 +59,28 @@ LAZY_COMMANDS = {
     "completion": "ossl_vault.cli.shell:completion",
     "cp": "ossl_vault.cli.daily:cp",
     "edit": "ossl_vault.cli.edit:edit",
-    "find": "ossl_vault.cli.daily:find",
-    "list": "ossl_vault.cli.daily:list_",
-    "mv": "ossl_vault.cli.daily:mv",
-    "purge": "ossl_vault.cli.daily:purge",
-    "show": "ossl_vault.cli.daily:show",
-    "undelete": "ossl_vault.cli.daily:undelete",
     "env": "ossl_vault.cli.scripts:env_",
     "exec": "ossl_vault.cli.scripts:exec_",
     "export": "ossl_vault.cli.transfer:export",
+    "find": "ossl_vault.cli.daily:find",
+    "fsck": "ossl_vault.cli.upkeep:fsck",
     "git-setup": "ossl_vault.cli.storage:git_setup",
     "import": "ossl_vault.cli.transfer:import_",
+    "init": "ossl_vault.cli.upkeep:init",
+    "list": "ossl_vault.cli.daily:list_",
     "migrate": "ossl_vault.cli.storage:migrate",
+    "mv": "ossl_vault.cli.daily:mv",
+    "purge": "ossl_vault.cli.daily:purge",
     "recipient": "ossl_vault.cli.recipients:recipient",
     "recovery": "ossl_vault.cli.recovery:recovery_group",
     "rekey": "ossl_vault.cli.recipients:rekey",
+    "remote": "ossl_vault.cli.remote:remote_group",
+    "rotate": "ossl_vault.cli.upkeep:rotate",
     "serve": "ossl_vault.cli.scripts:serve",
+    "server": "ossl_vault.cli.server:server_group",
     "share": "ossl_vault.cli.recipients:share",
+    "show": "ossl_vault.cli.daily:show",
+    "undelete": "ossl_vault.cli.daily:undelete",
     "unshare": "ossl_vault.cli.recipients:unshare",
 }
 
@@ -84,7 +99,7 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attr)
         else:
             command = super().get_command(ctx, cmd_name)
-        return with_quiet(command) if command is not None else None
+        return with_globals(with_quiet(command)) if command is not None else None
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,13 +124,32 @@ class LazyGroup(click.Group):
     type=float,
     envvar="OSSL_VAULT_LOCK_TIMEOUT",
     metavar="SECONDS",
-    help="How long a writer waits for the vault lock (default 60).",
+    callback=lambda _ctx, _param, value: check_lock_timeout(value),
+    help="How long a writer waits for the vault lock: 0 to 86400 (default 60).",
+)
+@click.option(
+    "--remote",
+    envvar="OSSL_VAULT_REMOTE",
+    metavar="USER@URL",
+    help="Run the command on your vault on a key server (see 'ossl-vault remote').",
 )
 @quiet_option
+@click.option("--verbose", "-v", is_flag=True, help="Per-secret lines from bulk commands.")
+@click.option(
+    "--key-passphrase-file",
+    metavar="FILE",
+    help="Passphrase of encrypted PEM identities (first line); else asked once on a terminal.",
+)
 @click.version_option(__version__, prog_name="ossl-vault")
 @click.pass_context
 def main_group(
-    ctx: click.Context, vault: str, identity: tuple[str, ...], lock_timeout: float | None
+    ctx: click.Context,
+    vault: str,
+    identity: tuple[str, ...],
+    lock_timeout: float | None,
+    verbose: bool,
+    key_passphrase_file: str | None,
+    remote: str | None,
 ) -> None:
     """Keep small secrets encrypted on disk with the openssl command line.
 
@@ -124,71 +158,9 @@ def main_group(
     recover any secret with openssl alone.
     """
     os.umask(0o077)
-    ctx.obj = Context(vault, identity, lock_timeout)
+    ctx.obj = Context(vault, identity, lock_timeout, verbose, remote)
+    ctx.obj.key_passphrase_file = key_passphrase_file
     _INVOKED.append(ctx.obj)
-
-
-@main_group.command(epilog=EPILOG)
-@click.option(
-    "--recipient",
-    "-r",
-    "recipients",
-    multiple=True,
-    metavar="[NAME=]FILE",
-    help="A certificate or public key to encrypt to (repeatable); NAME defaults "
-    "to the file name without extension.",
-)
-@click.option(
-    "--audit",
-    "audit_mode",
-    type=click.Choice(["required", "best-effort"]),
-    default="required",
-    show_default=True,
-    help="required: an operation whose audit record cannot be written fails (as "
-    "HashiCorp Vault does); best-effort: it goes ahead without the record.",
-)
-@click.option(
-    "--audit-checkpoints",
-    is_flag=True,
-    help="After each change, sign an audit checkpoint with the writer's RSA or EC "
-    "identity when it is a recipient.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["1", "2"]),
-    default="2",
-    show_default=True,
-    help="Directory format: 2 keeps one file per secret; 1 is the single vault.tsv that "
-    "ossl-vault before format 2 reads.",
-)
-@click.option(
-    "--storage",
-    type=click.Choice(["dir", "sqlite"]),
-    default="dir",
-    show_default=True,
-    help="dir: record files in the vault directory; sqlite: one SQLite database in it "
-    "(also chosen by a vault path 'sqlite:DIR').",
-)
-@pass_ctx
-def init(
-    obj: Context,
-    recipients: tuple[str, ...],
-    audit_mode: str,
-    audit_checkpoints: bool,
-    fmt: str,
-    storage: str,
-) -> None:
-    """Create a vault directory (0700) with its first recipients."""
-    pairs = []
-    for spec in recipients:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            path = spec
-            name = os.path.basename(spec).split(".")[0]
-        pairs.append((name, loader.from_file(path)))
-    obj.vault("sqlite" if storage == "sqlite" else fmt).init(pairs, audit_mode, audit_checkpoints)
-    note(f"created vault '{obj.vault_dir}' with {len(pairs)} recipient(s)")
 
 
 @main_group.command(epilog=EPILOG)
@@ -213,6 +185,7 @@ def init(
     "--password", "ask_password", is_flag=True, help="Add a per-secret password (prompt)."
 )
 @click.option("--password-file", metavar="FILE", help="Add a per-secret password from FILE.")
+@click.option("--allow-empty", is_flag=True, help="Store an empty value (else refused).")
 @pass_ctx
 def put(
     obj: Context,
@@ -223,6 +196,7 @@ def put(
     password_file: str | None,
     meta: tuple[str, ...],
     expires: str | None,
+    allow_empty: bool,
 ) -> None:
     """Store a value read from stdin, a prompt or --from-file as a new version of NAME."""
     info: dict[str, str | None] = {}
@@ -233,6 +207,9 @@ def put(
         info = lifecycle.parse_meta(meta)
         when = False if expires is None else lifecycle.parse_expiry(expires)
     value = sources.read_value(from_file, name)
+    if not value and not allow_empty:  # as from cron's </dev/null, or Enter at the prompt
+        where = f"file {from_file!r}" if from_file is not None else "the value"
+        raise UsageError(f"{where} is empty: nothing stored", hint="give --allow-empty to store it")
     password = sources.secret_source(password_file, ask_password, "password", confirm=True)
     number = obj.vault().put(name, value, split_names(to), password, info, when)
     note(f"stored {name!r} version {number}")
@@ -240,7 +217,13 @@ def put(
 
 @main_group.command(epilog=EPILOG)
 @click.argument("name", shell_complete=complete_secret)
-@click.option("--out", metavar="FILE", help="Write the value to FILE (0600) instead of stdout.")
+@click.option(
+    "--out",
+    metavar="FILE",
+    help="Write the value to FILE instead of stdout: a new or regular file is replaced "
+    "atomically (0600); an existing FIFO or character device (/dev/stdout, a named pipe) "
+    "is written into, never replaced; anything else is refused.",
+)
 @click.option(
     "--field",
     metavar="KEY",
@@ -273,7 +256,7 @@ def get(
         raise click.UsageError("--clip and --out do not go together")
     value = None
     expired = None
-    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED:  # the agent first
+    if os.environ.get("OSSL_VAULT_AGENT") and not client.ASKED and not obj.remote:  # agent first
         from ossl_vault.cli.scripts import get_via_agent
         from ossl_vault.ops.vault import expiry
 
@@ -283,9 +266,8 @@ def get(
     if value is None:  # no agent, or it holds no key for this: read it here
         ids = obj.identities(passphrase_file, ask_passphrase)
         vault = obj.vault()
-        value = vault.get(name, ids, number, password_source(password_file), strict)
+        value = read(vault, name, ids, number, password_source(password_file), strict)
         expired = vault.expired
-        obj.log_read([vault.opened_with] if vault.opened_with else [])
     if expired:
         warn(f"secret {name!r} expired on {expired}")
     if field is not None:
@@ -355,63 +337,19 @@ def rm(obj: Context, name: str, keep_days: int) -> None:
     note(f"deleted {name!r}: kept until {after} ('ossl-vault undelete {name}' brings it back)")
 
 
-@main_group.command(epilog=EPILOG)
-@click.argument("names", nargs=-1)
-@reader_options
-@pass_ctx
-def rotate(
-    obj: Context,
-    names: tuple[str, ...],
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
-    """Re-encrypt secrets (all by default) under fresh data keys, as new versions."""
-    ids = obj.identities(passphrase_file, ask_passphrase)
-    done = obj.vault().rotate(list(names), ids, password_source(password_file))
-    for name, number in done:
-        note(f"rotated {name!r} to version {number}")
-
-
-@main_group.command(epilog=EPILOG)
-@click.option("--json", "as_json", is_flag=True, help="The findings as one JSON object.")
-@reader_options
-@pass_ctx
-def fsck(
-    obj: Context,
-    as_json: bool,
-    passphrase_file: str | None,
-    ask_passphrase: bool,
-    password_file: str | None,
-) -> None:
-    """Check every record's integrity without printing any value."""
-    problems = obj.vault().fsck(obj.identities(passphrase_file, ask_passphrase))
-    errors = sum(1 for level, _ in problems if level == "error")
-    if as_json:
-        import json
-
-        found = [{"level": level, "message": message} for level, message in problems]
-        click.echo(json.dumps({"ok": not errors, "errors": errors, "problems": found}))
-    else:
-        for level, message in problems:
-            click.echo(f"{level}: {message}", err=True)
-    if errors:
-        raise IntegrityError(f"{errors} record(s) failed the check")
-    note("vault is consistent")
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    """Entry point: run the CLI and turn every failure into one line and an exit code.
+
+    Nothing escapes as a Python traceback: an exception the code did not
+    expect is reported as an internal error (exit 1), recorded in the audit
+    log where it is writable, like any other failure.
+    """
     try:
         main_group.main(args=argv, prog_name="ossl-vault", standalone_mode=False)
         for obj in _INVOKED:
             obj.log_outcome("ok")
     except VaultError as e:
-        for obj in _INVOKED:
-            try:
-                obj.log_outcome(f"exit={e.exit_code}:{type(e).__name__}")
-            except VaultError:
-                pass  # already failing: the first error is the one to report
+        _log_failure(e.exit_code, type(e).__name__)
         fail(e.message, e.hint, e.exit_code)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else "", err=True)
@@ -420,8 +358,25 @@ def main(argv: list[str] | None = None) -> NoReturn:
         message = e.format_message().rstrip(".")
         hint = f"run '{e.ctx.command_path} --help'" if e.ctx else None
         fail(message[:1].lower() + message[1:], hint, USAGE)
-    except click.exceptions.Abort:
-        fail("interrupted", None, 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _log_failure(FAILED, "Interrupted")
+        fail("interrupted", None, FAILED)
     except BrokenPipeError:
-        sys.exit(1)
+        sys.exit(FAILED)
+    except PermissionError as e:  # a vault or file of another user's: no traceback either
+        _log_failure(DENIED, "PermissionError")
+        where = f" on {e.filename!r}" if e.filename else ""
+        fail(f"permission denied{where}", PERMISSION_HINT, DENIED)
+    except Exception as e:  # a bug: still one line, an exit code and an audit record
+        _log_failure(FAILED, type(e).__name__)
+        fail(f"internal error: {internal_message(e)}", "this is a bug in ossl-vault", FAILED)
     sys.exit(0)
+
+
+def _log_failure(code: int, name: str) -> None:
+    """The failure's audit record, where the log is writable; the first error wins."""
+    for obj in _INVOKED:
+        try:
+            obj.log_outcome(f"exit={code}:{name}")
+        except Exception:  # noqa: S110 (already failing: the first error is the one to report)
+            pass

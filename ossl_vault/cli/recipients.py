@@ -4,23 +4,24 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
+from ossl_vault.cli.bulk import Progress, bulk_options, passwords_of, summary
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
     complete_recipients,
     note,
     pass_ctx,
-    password_source,
     reader_options,
     warn_expiring,
 )
 from ossl_vault.errors import UsageError
+from ossl_vault.format.seal import Identities, PasswordSource
 from ossl_vault.keys import loader
 from ossl_vault.ops import sharing, sources
+from ossl_vault.ops.vault import Vault
 
 
 @click.group()
@@ -78,6 +79,7 @@ def recipient_add(
         added = [sharing.add_passphrase(vault, name, secret, default)]
     for r in added:
         note(f"added recipient {r.name!r} ({r.kind}, {r.fingerprint[:16]})")
+    warn_expiring(vault.store.read_index(), {r.name for r in added})  # said now, not later
 
 
 @recipient.command("set", epilog=EPILOG)
@@ -131,7 +133,7 @@ def recipient_list(obj: Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Delete secrets that would have no reader left.")
 @click.option("--keep-keys", is_flag=True, help="Only drop its wraps (no fresh data keys).")
-@reader_options
+@bulk_options
 @pass_ctx
 def recipient_rm(
     obj: Context,
@@ -140,19 +142,36 @@ def recipient_rm(
     keep_keys: bool,
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
-    """Remove a recipient from every secret, re-encrypting each under a fresh key."""
+    """Remove a recipient from every secret, re-encrypting each under a fresh key,
+    in one commit: if a secret cannot be opened, nothing changes (or, with
+    --skip-unreadable, those keep it and it stays a recipient)."""
     ids = obj.identities(passphrase_file, ask_passphrase)
-    changed = sharing.remove_recipient(
-        obj.vault(), name, ids, force, keep_keys, password_source(password_file)
-    )
-    how = "dropped its wraps from" if keep_keys else "re-encrypted"
-    note(f"removed recipient {name!r}; {how} {len(changed)} secret(s)")
-    if changed:
+    vault = obj.vault()
+    index = vault.store.read_index()
+    bar = Progress("recipient rm", sum(name in vs[-1].recipients for vs in index.versions.values()))
+    try:
+        result = sharing.remove_recipient(
+            vault, name, ids, force, keep_keys, passwords_of(password_files),
+            skip_unreadable, bar,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    summary("recipient rm", result, obj.verbose)
+    if result.skipped:
+        note(
+            f"left to do: {name!r} is still a recipient and can read {len(result.skipped)} "
+            "secret(s): run it again with their passwords or identities"
+        )
+    else:
+        how = "dropped its wraps from" if keep_keys else "re-encrypted"
+        note(f"removed recipient {name!r}; {how} {len(result.changed)} secret(s)")
+    if result.changed:
         click.echo(
             f"ossl-vault: warning: {name!r} could read the current value of "
-            f"{len(changed)} secret(s): change them at their source "
+            f"{len(result.changed)} secret(s): change them at their source "
             "(ossl-vault list --needs-rotation)",
             err=True,
         )
@@ -200,7 +219,7 @@ def share(
 @click.command(epilog=EPILOG)
 @click.argument("name")
 @click.argument("users", nargs=-1, required=True)
-@reader_options
+@bulk_options
 @pass_ctx
 def unshare(
     obj: Context,
@@ -208,11 +227,12 @@ def unshare(
     users: tuple[str, ...],
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
     """Stop USERS reading secret NAME: re-encrypts it under a fresh data key."""
     ids = obj.identities(passphrase_file, ask_passphrase)
-    gone = sharing.unshare(obj.vault(), name, list(users), ids, password_source(password_file))
+    gone = sharing.unshare(obj.vault(), name, list(users), ids, passwords_of(password_files))
     if not gone:
         note(f"{name!r} was not shared with {', '.join(users)}")
         return
@@ -225,24 +245,33 @@ def unshare(
 
 
 @click.command(epilog=EPILOG)
-@reader_options
+@bulk_options
 @pass_ctx
 def rekey(
-    obj: Context, passphrase_file: str | None, ask_passphrase: bool, password_file: str | None
+    obj: Context,
+    passphrase_file: str | None,
+    ask_passphrase: bool,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
     """Re-wrap every secret for its wanted recipients (its own list, else the
-    defaults); only secrets whose recipients differ are touched."""
+    defaults), in one commit; only secrets whose recipients differ are touched."""
     vault = obj.vault()
     ids = obj.identities(passphrase_file, ask_passphrase)
-    total = len(vault.list())
-    steps = sharing.rekey(vault, ids, password_source(password_file))
-    counts: dict[str, int] = {}
-    with click.progressbar(
-        steps, length=total, label="rekey", file=sys.stderr, hidden=not sys.stderr.isatty()
-    ) as bar:
-        for step in bar:
-            counts[step.action] = counts.get(step.action, 0) + 1
-            if step.action != "ok":
-                note(f"{step.name!r}: {step.action} {step.detail}".rstrip())
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no secrets"
-    note(f"rekey done: {summary}")
+    run_rekey(obj, vault, ids, passwords_of(password_files), skip_unreadable)
+
+
+def run_rekey(
+    obj: Context, vault: Vault, ids: Identities, passwords: PasswordSource, skip: bool
+) -> None:
+    """rekey with a progress bar and its summary (``recovery combine --rekey`` too)."""
+    index = vault.store.read_index()
+    todo = sum(set(vs[-1].recipients) != set(sharing.wanted(index, n))
+               for n, vs in index.versions.items())  # fmt: skip
+    bar = Progress("rekey", todo)
+    try:
+        result = sharing.rekey(vault, ids, passwords, skip, bar)
+    finally:
+        bar.close()
+    summary("rekey", result, obj.verbose, len(index.versions),
+            "run it again with their passwords or identities")  # fmt: skip

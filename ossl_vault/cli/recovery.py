@@ -13,12 +13,19 @@ from typing import Any
 
 import click
 
-from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx, password_source
-from ossl_vault.errors import AccessDenied, NotFoundError, UsageError
+from ossl_vault.cli.bulk import Progress
+from ossl_vault.cli.common import (
+    EPILOG,
+    Context,
+    note,
+    pass_ctx,
+    password_source,
+)
+from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.seal import Identities
 from ossl_vault.keys import loader
-from ossl_vault.ops import recovery, sharing, sources
+from ossl_vault.ops import recovery, share_files, sources
 from ossl_vault.ops.recovery import RecoveryKey
 
 
@@ -86,11 +93,17 @@ class Outputs:
                 if self.certs
                 else [f"recovery-share-{i}-of-{self.count}.txt" for i in range(1, self.count + 1)]
             )
-            self.paths = recovery.prepare_files(out_dir, names)
+            self.paths = share_files.prepare_files(out_dir, names)
         self.texts: list[str] = []
+        self.printed = False
 
     def make(self, rk: RecoveryKey) -> None:
-        """Split the key; write the files (encrypted to each cert with --to-cert)."""
+        """Split the key; write the files as NAME.partial (encrypted to each cert with --to-cert).
+
+        A file keeps its .partial name until the vault holds the key: a split
+        killed before its commit leaves only .partial files, which rebuild
+        nothing (their key-check is not the vault's, 'recovery status' shows).
+        """
         mnemonics = recovery.make_shares(rk, self.threshold, self.count)
         self.texts = [
             recovery.share_text(m, i, self.count, self.threshold, rk.fingerprint)
@@ -101,21 +114,39 @@ class Outputs:
         data = [t.encode() for t in self.texts]
         if self.certs:
             data = [
-                recovery.encrypt_to_cert(d, c) for d, (_, c) in zip(data, self.certs, strict=True)
+                share_files.encrypt_to_cert(d, c)
+                for d, (_, c) in zip(data, self.certs, strict=True)
             ]
-        recovery.write_files(dict(zip(self.paths, data, strict=True)))
+        share_files.write_files(dict(zip(self.partials, data, strict=True)))
+
+    @property
+    def partials(self) -> list[Path]:
+        return [p.with_name(p.name + share_files.PARTIAL) for p in self.paths]
 
     def undo(self) -> None:
-        recovery.remove_files(self.paths)
+        share_files.remove_files(self.partials)
+
+    def print_shares(self) -> None:
+        """Stdout mode, before the commit: a vault must never hold a key whose shares
+        were not delivered (a full disk or a closed pipe stops the split here)."""
+        if self.paths or self.printed:
+            return
+        try:
+            sys.stdout.write("\n".join(self.texts))
+            sys.stdout.flush()
+        except OSError as e:
+            raise OperationError(
+                f"cannot print the shares: {e.strerror or e}; the vault is unchanged"
+            ) from None
+        self.printed = True
 
     def deliver(self) -> None:
-        """After the commit: print the shares (stdout mode), or say where they are."""
+        """After the commit: name the files (renamed into place now), or the printed shares."""
         if self.paths:
+            share_files.finish_files(dict(zip(self.partials, self.paths, strict=True)))
             how = "encrypted to each certificate, " if self.certs else ""
             note(f"wrote {self.count} share(s), {how}to {', '.join(str(p) for p in self.paths)}")
         else:
-            click.echo("\n".join(self.texts), nl=False)
-            sys.stdout.flush()
             note(
                 f"the {self.count} shares above are shown once and kept nowhere: "
                 "give each to its holder now"
@@ -124,9 +155,17 @@ class Outputs:
 
 
 def commit_with(outputs: Outputs, rk: RecoveryKey, action: Callable[[], object]) -> object:
+    """Shares made and delivered (or written as .partial files), then the commit."""
     outputs.make(rk)
     try:
         result = action()
+    except VaultError as e:
+        outputs.undo()
+        if outputs.printed:
+            raise type(e)(
+                e.message, hint="the shares printed above rebuild nothing: discard them"
+            ) from None
+        raise
     except BaseException:
         outputs.undo()
         raise
@@ -166,7 +205,15 @@ def split(
     outputs = Outputs(count, threshold, out_dir, to_cert)
     ids = obj.identities(passphrase_file, ask_passphrase)
     rk = recovery.new_key()
-    added = commit_with(outputs, rk, lambda: recovery.attach(vault, rk, ids, not skip_unreadable))
+    bar = Progress("recovery split", len(vault.store.read_index().versions))
+    try:
+        added = commit_with(
+            outputs,
+            rk,
+            lambda: recovery.attach(vault, rk, ids, not skip_unreadable, bar, outputs.print_shares),
+        )
+    finally:
+        bar.close()
     assert isinstance(added, recovery.Added)
     note(
         f"added recipient {recovery.NAME!r} (key-check {rk.fingerprint[:16]}) "
@@ -288,7 +335,11 @@ def combine(
             sys.stdout.flush()
     elif add_recipient:
         assert key is not None
-        added = recovery.add_everywhere(vault, add_recipient[0], key, ids, default, False)
+        bar = Progress("add recipient", len(vault.store.read_index().versions))
+        try:
+            added = recovery.add_everywhere(vault, add_recipient[0], key, ids, default, False, bar)
+        finally:
+            bar.close()
         note(
             f"added recipient {added.recipient.name!r} ({added.recipient.kind}, "
             f"{added.recipient.fingerprint[:16]}); wrapped {len(added.secrets)} secret(s) for it"
@@ -300,13 +351,9 @@ def combine(
                 err=True,
             )
     elif do_rekey:
-        counts: dict[str, int] = {}
-        for step in sharing.rekey(vault, ids, password_source(password_file)):
-            counts[step.action] = counts.get(step.action, 0) + 1
-            if step.action != "ok":
-                note(f"{step.name!r}: {step.action} {step.detail}".rstrip())
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no secrets"
-        note(f"rekey done: {summary}")
+        from ossl_vault.cli.recipients import run_rekey
+
+        run_rekey(obj, vault, ids, password_source(password_file), False)
     elif print_key:
         obj.log_read([rk.fingerprint])
         click.echo(rk.key.hex())
@@ -355,7 +402,7 @@ def rotate(
 
     def action() -> list[str]:
         try:
-            return recovery.replace_key(vault, rk, ids)
+            return recovery.replace_key(vault, rk, ids, outputs.print_shares)
         except AccessDenied as e:
             raise AccessDenied(
                 e.message,

@@ -12,17 +12,16 @@ import sys
 
 import click
 
+from ossl_vault.cli.bulk import Progress, bulk_options, many_reader_options, passwords_of
 from ossl_vault.cli.common import (
     EPILOG,
     Context,
     note,
     pass_ctx,
-    password_source,
-    reader_options,
     split_names,
 )
 from ossl_vault.errors import AccessDenied, IntegrityError, UsageError, VaultError
-from ossl_vault.format.seal import Identities
+from ossl_vault.format.seal import Identities, PasswordSource
 from ossl_vault.ops.sources import read_limited, write_out
 from ossl_vault.ops.transfer import plain as transfer_formats
 from ossl_vault.ops.transfer import sealed as transfer
@@ -49,14 +48,40 @@ def _emit(data: bytes, out: str | None, binary: bool) -> None:
     sys.stdout.flush()
 
 
-def _values(vault: Vault, names: list[str], ids: Identities, password_file: str | None
-            ) -> dict[str, bytes]:  # fmt: skip
-    """Each value, its read recorded in the audit log before it is released."""
-    values = {}
-    for name in names:
-        values[name] = vault.get(name, ids, None, password_source(password_file))
-        keys = [vault.opened_with] if vault.opened_with else []
-        vault.store.log(vault.event(name, vault.opened_version, keys))
+def _values(
+    obj: Context, vault: Vault, names: list[str], ids: Identities,
+    passwords: PasswordSource, skip: bool,
+) -> dict[str, bytes]:  # fmt: skip
+    """Each value, or none: a secret that cannot be opened stops the export before any
+    value goes out, naming every such secret (``skip``: they are left out, and said).
+    Each read is recorded in the audit log before the values are released."""
+    from ossl_vault.errors import AccessDenied, PasswordRefused
+    from ossl_vault.ops.bulk import blocking
+
+    values, opened, blocked = {}, {}, []
+    bar = Progress("export", len(names))
+    try:
+        for name in names:
+            try:
+                values[name] = vault.get(name, ids, None, passwords)
+                opened[name] = (vault.opened_version, vault.opened_with)
+            except PasswordRefused:
+                blocked.append((name, "wrong password"))
+            except AccessDenied as e:
+                why = "needs its password" if "needs its password" in e.message else None
+                blocked.append((name, why or "no usable identity"))
+            bar(name, "read")
+    finally:
+        bar.close()
+    if blocked and not skip:
+        raise blocking(blocked)
+    for name, why in blocked:
+        note(f"skipped {name!r}: {why}")
+    for name, (number, fpr) in opened.items():
+        vault.store.log(vault.event(name, number, [fpr] if fpr else []))
+    if obj.verbose:
+        for name in values:
+            note(f"{name!r}: exported")
     return values
 
 
@@ -72,7 +97,7 @@ def _values(vault: Vault, names: list[str], ids: Identities, password_file: str 
 @click.option("--format", "fmt", type=click.Choice(["json", "env"]), default="json",
               show_default=True, help="Layout of --plaintext.")  # fmt: skip
 @click.option("--out", metavar="FILE", help="Write to FILE (0600) instead of stdout.")
-@reader_options
+@bulk_options
 @pass_ctx
 def export(
     obj: Context,
@@ -86,7 +111,8 @@ def export(
     out: str | None,
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
+    skip_unreadable: bool,
 ) -> None:
     """Export secrets NAMES: CMS AuthEnvelopedData for --to CERT (opens with
     'openssl cms -decrypt'), a --bundle for another vault, or --plaintext."""
@@ -116,7 +142,7 @@ def export(
         _emit(data, out, binary=False)
         note(f"exported {len(wanted)} secret(s) as a bundle")
         return
-    values = _values(vault, wanted, ids, password_file)
+    values = _values(obj, vault, wanted, ids, passwords_of(password_files), skip_unreadable)
     if plaintext:
         render = transfer_formats.render_env if fmt == "env" else transfer_formats.render_json
         data = render(values)
@@ -186,7 +212,7 @@ def _error_class(bad: list[Entry]) -> type[VaultError]:
 @click.option("--atomic/--no-atomic", default=True, show_default=True,
               help="Import nothing if any entry is bad, or import the good ones.")  # fmt: skip
 @click.option("--audit-out", metavar="FILE", help="Save a bundle's audit trail to FILE.")
-@reader_options
+@many_reader_options
 @pass_ctx
 def import_(
     obj: Context,
@@ -205,7 +231,7 @@ def import_(
     audit_out: str | None,
     passphrase_file: str | None,
     ask_passphrase: bool,
-    password_file: str | None,
+    password_files: tuple[str, ...],
 ) -> None:
     """Import secrets from a bundle, a CMS file, a pass store, a .env or a JSON file."""
     given = [x for x in (bundle, cms, pass_dir, env_file, json_file) if x is not None]
@@ -224,7 +250,7 @@ def import_(
         ids = obj.identities(passphrase_file, ask_passphrase)
         data = _read_input(bundle, "bundle")
         entries, trail = transfer.read_bundle(
-            data, bundle, ids, password_source(password_file), prefix
+            data, bundle, ids, passwords_of(password_files), prefix
         )
     elif cms is not None:
         ids = obj.identities(passphrase_file, ask_passphrase)
@@ -258,10 +284,15 @@ def _finish(obj: Context, vault: Vault, entries: list[Entry], trail: list[str],
     elif bad and atomic:
         note("nothing was imported")
     else:
-        transfer.store_all(vault, good, to)
+        bar = Progress("import", len(good))
+        try:
+            transfer.store_all(vault, good, to, bar)
+        finally:
+            bar.close()
         if audit_out is not None:
             write_out(audit_out, "".join(line + "\n" for line in trail).encode("ascii"))
-        note(f"imported {len(good)} value(s) of {secrets} secret(s) into '{obj.vault_dir}'")
+        where = obj.remote or obj.vault_dir
+        note(f"imported {len(good)} value(s) of {secrets} secret(s) into '{where}'")
     if bad:
         count = f"{len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'}"
         hint = "fix them, or import the good entries with --no-atomic"

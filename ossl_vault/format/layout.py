@@ -42,7 +42,11 @@ def split(index: Index) -> tuple[bytes, dict[str, bytes]]:
 
 def split_v1(data: bytes) -> tuple[bytes, dict[str, bytes]]:
     """The parts of a v1 vault.tsv, by their lines alone (parsing is :func:`join`'s)."""
-    text = data.decode("ascii", "replace")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        parse(data)  # raises the v1 parser's own error for the line that is not ASCII
+        raise FormatError("vault.tsv is not ASCII") from None
     first, _, rest = text.partition("\n")
     if first + "\n" != HEADER:
         parse(data)  # raises the v1 parser's own error for a bad header or version

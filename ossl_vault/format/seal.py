@@ -77,10 +77,22 @@ def record_mac(mac_key: bytes, v: Version, wraps: Iterable[Wrap], ct: bytes) -> 
     return crypto.mac(mac_key, message)
 
 
-def seal(value: bytes, recipients: list[Recipient], password: bytes | None) -> Sealed:
-    """Encrypt ``value`` under a fresh data key and wrap that key for each recipient."""
+RANDOM_LEN = crypto.KEY_LEN + 2 * crypto.SALT_LEN + crypto.IV_LEN  # the most seal draws
+
+
+def seal(
+    value: bytes, recipients: list[Recipient], password: bytes | None, random: bytes | None = None
+) -> Sealed:
+    """Encrypt ``value`` under a fresh data key and wrap that key for each recipient.
+
+    ``random``: RANDOM_LEN bytes of ``openssl rand`` drawn by the caller (a
+    bulk operation draws them for many secrets in one run); else drawn here.
+    """
     extra = crypto.SALT_LEN if password is not None else 0
-    r = crypto.rand(crypto.KEY_LEN + crypto.SALT_LEN + crypto.IV_LEN + extra)
+    n = crypto.KEY_LEN + crypto.SALT_LEN + crypto.IV_LEN + extra
+    r = random[:n] if random is not None else crypto.rand(n)
+    if len(r) != n:
+        raise ValueError("seal needs RANDOM_LEN random bytes")
     dk, salt, iv, pw_salt = r[:32], r[32:40], r[40:56], r[56:]
     ikm, pw = dk, None
     if password is not None:

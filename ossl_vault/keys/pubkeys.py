@@ -7,13 +7,16 @@ openssl re-encodes every key we keep, so the stored bytes are openssl's own.
 from __future__ import annotations
 
 import base64
-import datetime
 import re
 from dataclasses import dataclass
 
 from ossl_vault.errors import UsageError
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the read path)
+if TYPE_CHECKING:
+    import datetime
 
 RSA_MIN_BITS = 2048
 RSA_MAX_BITS = 16384
@@ -85,6 +88,8 @@ def cert_spki(cert: bytes) -> bytes:
 
 def cert_not_after(cert: bytes) -> datetime.datetime:
     """The end of a DER certificate's validity period (UTC)."""
+    import datetime  # only list and the expiry warnings ask: not on a read's path
+
     try:
         _, body, _ = _tlv(cert, 0)
         _, pos, _ = _tlv(cert, body)  # tbsCertificate

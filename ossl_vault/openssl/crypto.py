@@ -11,6 +11,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ossl_vault.openssl import cache
 from ossl_vault.openssl.proc import SecretFds, openssl
 
 CIPHER = "aes-256-cbc"
@@ -128,10 +129,24 @@ def genpkey(curve: str) -> bytes:
 
 
 def public_der(key: str | bytes) -> bytes:
-    """The DER SubjectPublicKeyInfo of a private key (path or PEM)."""
-    with key_arg(key) as (name, fds):
-        args = ["pkey", "-in", name, "-pubout", "-outform", "DER"]
-        return openssl(args, pass_fds=fds, what="openssl pkey -pubout")
+    """The DER SubjectPublicKeyInfo of a private key (path or PEM).
+
+    For a key file, remembered between runs while the file stays the same
+    (:mod:`ossl_vault.openssl.cache`: the public key only).
+    """
+
+    def pubout() -> bytes:
+        with key_arg(key) as (name, fds):
+            args = ["pkey", "-in", name, "-pubout", "-outform", "DER"]
+            return openssl(args, pass_fds=fds, what="openssl pkey -pubout")
+
+    if not isinstance(key, str):
+        return pubout()
+    text = cache.file_value("spki", key, lambda: cache.encode_bytes(pubout()))
+    try:
+        return cache.decode_bytes(text)
+    except ValueError:  # a damaged entry: ask openssl
+        return pubout()
 
 
 def derive(key: str | bytes, peer_spki_der: bytes) -> bytes:

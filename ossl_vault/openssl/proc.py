@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 from types import TracebackType
 
 from ossl_vault.errors import OperationError
+from ossl_vault.openssl import cache
 
 MIN_OPENSSL = (3, 0)
 # A pipe holds at least 64 KiB on Linux; a secret we hand over this way is
@@ -75,10 +75,25 @@ class SecretFds:
         self.fds = []
 
 
+def which(name: str) -> str | None:
+    """The first executable ``name`` on $PATH, as :func:`shutil.which` finds it.
+
+    Not shutil itself: importing it (it loads zlib, bz2 and lzma) costs a
+    cold read more than the search.
+    """
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or os.curdir, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 def openssl_path() -> str:
     """The openssl to run: ``$OSSL_VAULT_OPENSSL`` or the first on PATH."""
     configured = os.environ.get("OSSL_VAULT_OPENSSL")
-    path = configured or shutil.which("openssl")
+    path = configured or which("openssl")
     if not path:
         raise OperationError(
             "openssl not found on PATH", hint="install openssl 3 or set OSSL_VAULT_OPENSSL"
@@ -95,11 +110,16 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 def check_openssl() -> str:
-    """Run ``openssl version`` once per process; refuse anything below 3.0."""
+    """Refuse anything below 3.0: ``openssl version`` once per binary (see :mod:`.cache`)."""
     path = openssl_path()
     if path in _checked:
         return path
-    text = _run([path, "version"], b"", (), "openssl version").decode("ascii", "replace")
+
+    def version() -> str:
+        out = _run([path, "version"], b"", (), "openssl version")
+        return out.decode("ascii", "replace").strip()
+
+    text = cache.file_value("version", path, version)
     if parse_version(text)[:2] < MIN_OPENSSL:
         raise OperationError(
             f"openssl {text.split()[1]!r} is too old (need 3.0 or later)",
@@ -133,7 +153,7 @@ def run_tool(
     Returns its stdout; raises :class:`OpensslFailed` (an ``OperationError``) when it
     exits non-zero, and ``OperationError`` when it is not installed.
     """
-    path = shutil.which(argv[0])
+    path = which(argv[0])
     if not path:
         raise OperationError(f"{argv[0]!r} not found on PATH")
     return _run([path, *argv[1:]], stdin, pass_fds, what or argv[0])
@@ -165,7 +185,7 @@ def run_interactive(argv: Sequence[str]) -> int:
     It inherits stdin, stdout and stderr; nothing secret is on its argv (a
     file name) or in its environment.
     """
-    path = shutil.which(argv[0])
+    path = which(argv[0])
     if not path:
         raise OperationError(f"{argv[0]!r} not found on PATH", hint="set $EDITOR")
     try:

@@ -24,14 +24,13 @@ def add_key(
     default: bool,
     private: bytes | None = None,
 ) -> Recipient:
+    """A new recipient in ``index``; a name older versions still label is taken too
+    (their wraps keep the old key's FPR, as after a renewal)."""
     check_recipient_name(name)
     if name in index.recipients:
         raise UsageError(f"recipient {name!r} already exists")
-    if any(name in v.recipients for vs in index.versions.values() for v in vs):
-        raise UsageError(
-            f"recipient name {name!r} still labels wraps of older versions",
-            hint="choose another name (a removed recipient's name is kept in history)",
-        )
+    # A removed recipient's name may label wraps of older versions: it can be
+    # reused, since every wrap carries its key's fingerprint (format.md section 4).
     for other in index.recipients.values():
         if other.fingerprint == key.fingerprint:
             raise UsageError(f"that key is already recipient {other.name!r}")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from ossl_vault.errors import OperationError, UsageError
 from ossl_vault.openssl.proc import run_tool
+from ossl_vault.storage.store import IGNORED
 
 DRIVER = "ossl-vault-audit"
 ATTRIBUTES = f"audit.log merge={DRIVER}\n"
-IGNORE = ".lock\n.audit.lock\n.tmp.*\n.commit\n"
+IGNORE = IGNORED  # the same .gitignore init writes
 
 
 def _git(root: Path, *args: str) -> str:

@@ -14,22 +14,21 @@ reference implementation); docs/recovery.md tells the whole procedure.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import shamir_mnemonic
 from shamir_mnemonic.share import Share
 
-from ossl_vault.errors import AccessDenied, NotFoundError, OperationError, UsageError, VaultError
+from ossl_vault.errors import AccessDenied, NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.records import Index, Recipient
 from ossl_vault.format.seal import Identities
 from ossl_vault.format.wrapping import Identity, wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.openssl.proc import OpensslFailed, SecretFds, openssl
+from ossl_vault.openssl.proc import SecretFds, openssl
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault
 
@@ -242,7 +241,11 @@ class Added:
 
 
 def _open_all(
-    vault: Vault, index: Index, ids: Identities, names: Iterable[str]
+    vault: Vault,
+    index: Index,
+    ids: Identities,
+    names: Iterable[str],
+    progress: Callable[[str, str], None] | None = None,
 ) -> tuple[dict[str, tuple[bytes, bytes]], list[str]]:
     """Data key and ciphertext of each secret's newest version; and those we cannot open."""
 
@@ -253,8 +256,12 @@ def _open_all(
             return None
 
     names = sorted(names)
+    results = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(one, names))
+        for name, result in zip(names, pool.map(one, names), strict=True):
+            results.append(result)
+            if progress is not None:
+                progress(name, "opened" if result else "skipped")
     opened = {n: r for n, r in zip(names, results, strict=True) if r is not None}
     return opened, [n for n, r in zip(names, results, strict=True) if r is None]
 
@@ -266,18 +273,22 @@ def add_everywhere(
     ids: Identities,
     default: bool = True,
     require_all: bool = True,
+    progress: Callable[[str, str], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Added:
     """Add a recipient and wrap the newest version of every secret for it, in one commit.
 
     Secrets with their own recipient list get it added there too, so
     ``rekey`` and later versions keep it. ``require_all``: refuse when the
-    identities cannot open some secret (else skip those).
+    identities cannot open some secret (else skip those). ``before_commit``
+    runs once everything is ready, before the lock (a split prints its
+    shares there: delivered before the vault depends on them).
     """
     check_recipient_name(name)
     index = vault.store.read_index()
     before = index.serialize()
     r = edits.add_key(index, name, key, default)
-    opened, skipped = _open_all(vault, index, ids, index.versions)
+    opened, skipped = _open_all(vault, index, ids, index.versions, progress)
     if skipped and require_all:
         shown = ", ".join(repr(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         raise AccessDenied(
@@ -290,14 +301,24 @@ def add_everywhere(
         edits.rewrap(index, secret, dk, ct, [wraps[secret]], set())
         if secret in index.access:
             index.access[secret] = tuple(sorted({*index.access[secret], name}))
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed meanwhile", hint="run it again")
-        vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
+        events = [vault.event(s, index.versions[s][-1].version, [r.fingerprint]) for s in opened]
+        vault.store.commit(index, {}, [*events, vault.event(keys=[r.fingerprint])])
     return Added(r, sorted(opened), skipped)
 
 
-def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = True) -> Added:
+def attach(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    require_all: bool = True,
+    progress: Callable[[str, str], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> Added:
     """Make ``rk`` the vault's recovery key: a default recipient of every secret."""
     existing = find(vault.store.read_index())
     if existing is not None:
@@ -305,10 +326,17 @@ def attach(vault: Vault, rk: RecoveryKey, ids: Identities, require_all: bool = T
             f"this vault already has a recovery key (recipient {existing.name!r})",
             hint="make new shares with 'ossl-vault recovery rotate'",
         )
-    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all)
+    # A new recovery key after 'recipient rm recovery' takes the fixed name again:
+    # older versions' wraps under it keep the old key's FPR, as after a rotate.
+    return add_everywhere(vault, NAME, rk.public(), ids, True, require_all, progress, before_commit)
 
 
-def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
+def replace_key(
+    vault: Vault,
+    rk: RecoveryKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Put ``rk`` in place of the current recovery key; newest versions re-wrapped in one commit.
 
     Older versions keep their wraps for the old key (history): old shares
@@ -322,66 +350,4 @@ def replace_key(vault: Vault, rk: RecoveryKey, ids: Identities) -> list[str]:
             "this vault has no recovery key to rotate",
             hint="make one with 'ossl-vault recovery split'",
         )
-    return renew(vault, old.name, rk.public(), ids)
-
-
-# -- where shares go --------------------------------------------------------------------
-
-
-def encrypt_to_cert(text: bytes, cert: str) -> bytes:
-    """A share encrypted to a certificate as PEM CMS (``openssl cms -decrypt`` opens it)."""
-    if not os.path.isfile(cert):
-        raise UsageError(f"no such certificate file {cert!r}")
-    args = ["cms", "-encrypt", "-binary", "-aes256", "-recip", cert, "-outform", "PEM"]
-    try:
-        return openssl(args, stdin=text, what="openssl cms -encrypt")
-    except OpensslFailed as e:
-        raise UsageError(f"cannot encrypt a share to {cert!r}: {e.message}") from None
-
-
-def prepare_files(directory: str, names: list[str]) -> list[Path]:
-    """The paths shares will be written to; refuse any that exists (checked first)."""
-    d = Path(directory)
-    try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create directory {directory!r}: {e.strerror}") from None
-    if not d.is_dir():
-        raise UsageError(f"{directory!r} is not a directory")
-    paths = [d / n for n in names]
-    for p in paths:
-        if p.exists() or p.is_symlink():
-            raise UsageError(f"{str(p)!r} already exists", hint="choose an empty --out-dir")
-    return paths
-
-
-def write_files(files: dict[Path, bytes]) -> None:
-    """Write each file 0600, exclusively (never over an existing one), and fsync."""
-    written: list[Path] = []
-    try:
-        for path, data in files.items():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            written.append(path)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for d in {p.parent for p in files}:
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    except OSError as e:
-        remove_files(written)
-        raise OperationError(f"cannot write share file: {e.strerror}") from None
-
-
-def remove_files(paths: Iterable[Path]) -> None:
-    """Remove share files of a split that did not happen."""
-    for p in paths:
-        try:
-            p.unlink()
-        except OSError:
-            pass
+    return renew(vault, old.name, rk.public(), ids, before_commit)

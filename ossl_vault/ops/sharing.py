@@ -8,8 +8,8 @@ value under a fresh one, because the removed reader may have kept the old key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 
 from ossl_vault.errors import NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
@@ -18,8 +18,9 @@ from ossl_vault.format.seal import Identities, PasswordSource, check_password
 from ossl_vault.format.wrapping import wrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
-from ossl_vault.ops import edits
+from ossl_vault.ops import bulk, edits
 from ossl_vault.ops.vault import Vault
+from ossl_vault.storage.audit import Event
 
 
 def add_recipient(
@@ -98,65 +99,46 @@ def remove_recipient(
     force: bool = False,
     keep_keys: bool = False,
     password: PasswordSource | None = None,
-) -> list[str]:
-    """Drop a recipient from every secret, then from the vault; returns the secrets changed.
+    skip_unreadable: bool = False,
+    progress: bulk.Progress | None = None,
+) -> bulk.Result:
+    """Drop a recipient from every secret, then from the vault, in one commit.
 
     Each secret it could read is re-encrypted under a fresh data key for the
     others (``keep_keys``: its wrap is only dropped). Refuses to leave a
-    secret with no reader unless ``force``, which deletes such secrets.
+    secret with no reader unless ``force``, which deletes such secrets. With
+    ``skip_unreadable``, the secrets that cannot be opened keep their wrap
+    for it, and so does the recipient: run it again to finish.
     """
-    index = vault.store.read_index()
-    if name not in index.recipients:
-        raise NotFoundError(f"no recipient {name!r}")
-    affected = _newest_with(index, name)
-    orphans = [n for n in affected if index.versions[n][-1].recipients == (name,)]
-    if orphans and not force:
-        raise UsageError(
-            f"removing {name!r} would leave {len(orphans)} secret(s) with no reader: "
-            + ", ".join(repr(o) for o in orphans),
-            hint="share them with someone else first, or use --force to delete them",
-        )
-    changed = [n for n in affected if n not in orphans]
-    for secret in changed:
-        rest = [r for r in index.versions[secret][-1].recipients if r != name]
-        if keep_keys:
-            _change_wraps(vault, secret, ids, add=[], drop={name})
-        else:
-            vault.reencrypt(secret, ids, rest, password, set_access=secret in index.access)
-    with vault.store.locked():
-        index = vault.store.read_index()
-        if _newest_with(index, name) != orphans:
-            raise VaultError(f"secrets of {name!r} changed meanwhile", hint="run it again")
+
+    def plan(index: Index) -> tuple[list[bulk.Job], list[tuple[str, str]]]:
+        if name not in index.recipients:
+            raise NotFoundError(f"no recipient {name!r}")
+        affected = _newest_with(index, name)
+        orphans = [n for n in affected if index.versions[n][-1].recipients == (name,)]
+        if orphans and not force:
+            raise UsageError(
+                f"removing {name!r} would leave {len(orphans)} secret(s) with no reader: "
+                + ", ".join(repr(o) for o in orphans),
+                hint="share them with someone else first, or use --force to delete them",
+            )
+        jobs = [
+            bulk.Job(s, tuple(r for r in index.versions[s][-1].recipients if r != name),
+                     fresh=not keep_keys, set_access=s in index.access, detail=f"-{name}")
+            for s in affected if s not in orphans
+        ]  # fmt: skip
+        return jobs, []
+
+    def finish(index: Index) -> list[Event]:
         gone = index.recipients.pop(name)
+        orphans = _newest_with(index, name)
         for orphan in orphans:
             edits.drop(index, orphan)
         for secret, who in list(index.access.items()):
             index.access[secret] = tuple(r for r in who if r != name)
-        vault.store.commit(index, {}, vault.event(keys=[gone.fingerprint]))
-    return changed
+        return [vault.event(o) for o in orphans] + [vault.event(keys=[gone.fingerprint])]
 
-
-def _change_wraps(
-    vault: Vault, name: str, ids: Identities, add: list[Recipient], drop: set[str],
-    index: Index | None = None,
-) -> Index:  # fmt: skip
-    """Re-wrap the newest version's data key: add wraps, drop wraps; commit unless given."""
-    given = index
-    index = index or vault.store.read_secret(name)
-    v = vault.version(name, None, index)
-    dk, ct = vault.open(index, v, ids)
-    new = [wrap(r, dk) for r in add]
-    if given is not None:
-        edits.rewrap(index, name, dk, ct, new, drop)
-        return index
-    with vault.store.locked():
-        index = vault.store.read_secret(name)
-        now = vault.version(name, None, index)
-        if (now.version, now.tag) != (v.version, v.tag):
-            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
-        edits.rewrap(index, name, dk, ct, new, drop)
-        vault.store.commit(index, {}, vault.event(name, v.version, [w.fingerprint for w in new]))
-    return index
+    return bulk.run(vault, plan, ids, password, skip_unreadable, progress, finish)
 
 
 def _recipients(index: Index, names: list[str]) -> list[Recipient]:
@@ -177,7 +159,12 @@ def share(vault: Vault, name: str, users: list[str], ids: Identities) -> list[st
         index = vault.store.read_secret(name)
         now = vault.version(name, None, index)
         if (now.version, now.tag) != (v.version, v.tag):
-            raise VaultError(f"secret {name!r} changed meanwhile", hint="run it again")
+            # Another writer came first: redo it on their version, under the lock
+            # this time, so concurrent writers serialise instead of failing.
+            v = now
+            new = [r for r in _recipients(index, users) if r.name not in v.recipients]
+            dk, ct = vault.open(index, v, ids)
+            wraps = [wrap(r, dk) for r in new]
         edits.rewrap(index, name, dk, ct, wraps, set())
         index.access[name] = vault.version(name, None, index).recipients
         event = vault.event(name, v.version, [w.fingerprint for w in wraps])
@@ -197,13 +184,22 @@ def unshare(
     v = vault.version(name, None, index)
     _recipients(index, users)
     gone = sorted(set(users) & set(v.recipients))
-    rest = [r for r in v.recipients if r not in gone]
-    if not rest:
-        raise UsageError(
-            f"unsharing would leave {name!r} with no reader", hint="use 'ossl-vault rm' instead"
-        )
+
+    def plan(index: Index) -> tuple[list[bulk.Job], list[tuple[str, str]]]:
+        v = vault.version(name, None, index)
+        rest = tuple(r for r in v.recipients if r not in users)
+        if not rest:
+            raise UsageError(
+                f"unsharing would leave {name!r} with no reader", hint="use 'ossl-vault rm' instead"
+            )
+        if rest == v.recipients:
+            return [], []
+        return [bulk.Job(name, rest, fresh=True, set_access=True)], []
+
     if gone:
-        vault.reencrypt(name, ids, rest, password, set_access=True)
+        bulk.run(vault, plan, ids, password)
+    elif not [r for r in v.recipients if r not in users]:
+        plan(index)  # says why
     return gone
 
 
@@ -214,46 +210,52 @@ def wanted(index: Index, name: str) -> tuple[str, ...]:
     return tuple(sorted(r.name for r in index.recipients.values() if r.default))
 
 
-@dataclass
-class RekeyStep:
-    """What rekey did to one secret."""
-
-    name: str
-    action: str  # "ok" (nothing to do), "rewrapped", "re-encrypted", "skipped"
-    detail: str = ""
-
-
 def rekey(
-    vault: Vault, ids: Identities, password: PasswordSource | None = None
-) -> Iterator[RekeyStep]:
-    """Bring every secret to its wanted recipients, one commit per secret.
+    vault: Vault,
+    ids: Identities,
+    password: PasswordSource | None = None,
+    skip_unreadable: bool = False,
+    progress: bulk.Progress | None = None,
+) -> bulk.Result:
+    """Bring every secret to its wanted recipients, in one commit.
 
-    Only secrets whose recipients differ are touched (as pass does), so an
-    interrupted run is finished by running it again.
+    Only secrets whose recipients differ are touched (as pass does): a
+    missing reader gets a wrap of the same data key, a removed one costs a
+    fresh data key.
     """
-    for name in sorted(vault.store.read_index().versions):
-        index = vault.store.read_index()
-        if name not in index.versions:
-            continue
-        have = set(index.versions[name][-1].recipients)
-        want = set(wanted(index, name))
-        if have == want:
-            yield RekeyStep(name, "ok")
-        elif not want:
-            yield RekeyStep(name, "skipped", "no wanted recipient left")
-        elif have <= want:
-            add = [index.recipients[n] for n in sorted(want - have)]
-            _change_wraps(vault, name, ids, add=add, drop=set())
-            yield RekeyStep(name, "rewrapped", "+" + ",".join(sorted(want - have)))
-        else:
-            vault.reencrypt(name, ids, sorted(want), password)
-            yield RekeyStep(name, "re-encrypted", "-" + ",".join(sorted(have - want)))
+
+    def plan(index: Index) -> tuple[list[bulk.Job], list[tuple[str, str]]]:
+        jobs, left = [], []
+        for name in sorted(index.versions):
+            have = set(index.versions[name][-1].recipients)
+            want = set(wanted(index, name))
+            if have == want:
+                continue
+            if not want:
+                left.append((name, "no wanted recipient left"))
+            elif have <= want:
+                jobs.append(bulk.Job(name, tuple(sorted(want)), fresh=False,
+                                     detail="+" + ",".join(sorted(want - have))))  # fmt: skip
+            else:
+                jobs.append(bulk.Job(name, tuple(sorted(want)), fresh=True,
+                                     detail="-" + ",".join(sorted(have - want))))  # fmt: skip
+        return jobs, left
+
+    return bulk.run(vault, plan, ids, password, skip_unreadable, progress)
 
 
-def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> list[str]:
+def renew(
+    vault: Vault,
+    name: str,
+    key: pubkeys.PublicKey,
+    ids: Identities,
+    before_commit: Callable[[], None] | None = None,
+) -> list[str]:
     """Replace a recipient's key and re-wrap every secret it reads, in one commit.
 
     Older versions keep their wraps for the old key (their FPR says which).
+    ``before_commit`` runs when all is ready, before the lock (recovery
+    rotate prints its new shares there).
     """
     index = vault.store.read_index()
     old = index.recipients.get(name)
@@ -280,10 +282,14 @@ def renew(vault: Vault, name: str, key: pubkeys.PublicKey, ids: Identities) -> l
     index.recipients[name] = new
     for secret, (dk, ct) in opened.items():
         edits.rewrap(index, secret, dk, ct, [wrap(new, dk)], set())
+    if before_commit is not None:
+        before_commit()
     with vault.store.locked():
         if vault.store.read_index().serialize() != before:
             raise VaultError("the vault changed during the renewal", hint="run it again")
-        vault.store.commit(index, {}, vault.event(keys=[old.fingerprint, key.fingerprint]))
+        events = [vault.event(s, index.versions[s][-1].version, [key.fingerprint]) for s in secrets]
+        events.append(vault.event(keys=[old.fingerprint, key.fingerprint]))
+        vault.store.commit(index, {}, events)
     return secrets
 
 

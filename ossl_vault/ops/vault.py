@@ -39,6 +39,7 @@ from ossl_vault.format.wrapping import unwrap
 from ossl_vault.keys import pubkeys
 from ossl_vault.openssl import crypto
 from ossl_vault.ops import edits
+from ossl_vault.storage import audit
 from ossl_vault.storage.audit import AuditLog, Event
 from ossl_vault.storage.store import Store
 
@@ -47,9 +48,15 @@ class Vault:
     """One vault directory."""
 
     def __init__(
-        self, path: str, lock_timeout: float | None = None, op: str = "api", fmt: str = "2"
+        self,
+        path: str,
+        lock_timeout: float | None = None,
+        op: str = "api",
+        fmt: str = "2",
+        store: Store | None = None,
     ) -> None:
-        self.store = Store(path, lock_timeout, op, fmt)
+        # ``store``: another driver with Store's calls (the key server's remote vault)
+        self.store = store if store is not None else Store(path, lock_timeout, op, fmt)
         self.opened_with: str | None = None  # the key fingerprint of the last wrap opened
         self.opened_version: int | None = None
         self.expired: str | None = None  # the expiry of the last secret read, if passed
@@ -60,19 +67,29 @@ class Vault:
         self,
         recipients: list[tuple[str, pubkeys.PublicKey]],
         audit_mode: str = "required",
-        auto_checkpoint: bool = False,
-    ) -> None:
-        """Create the vault with its first (default) recipients and its audit log."""
+        auto_checkpoint: bool | None = False,
+        signers: list | None = None,  # type: ignore[type-arg]
+    ) -> bool:
+        """Create the vault with its first (default) recipients and its audit log.
+
+        ``auto_checkpoint`` None: on when one of ``signers`` (identities) is an
+        RSA or EC recipient, so the chain is signed from the start. Returns
+        whether checkpoints are on.
+        """
         index = Index()
         for name, key in recipients:
             edits.add_key(index, name, key, default=True)
+        if auto_checkpoint is None:
+            auto_checkpoint = audit.signing_identity(index, signers or []) is not None
         self.store.create()
         with self.store.locked(creating=True):
             if self.store.exists():
                 raise UsageError(f"a vault already exists at '{self.store.root}'")
             AuditLog(self.store.root).create(audit_mode, auto_checkpoint)
+            self.store.write_gitignore()
             fprs = tuple(r.fingerprint for r in index.recipients.values())
             self.store.commit(index, {}, Event("init", keys=fprs))
+        return auto_checkpoint
 
     def recipients(self) -> list[Recipient]:
         """Every recipient, sorted by name."""
@@ -135,7 +152,11 @@ class Vault:
             numbers = {name: edits.add_version(index, name, s) for name, s in sealed.items()}
             if to:
                 index.access.update({name: tuple(r.name for r in wanted) for name in sealed})
-            self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()})
+            events = [
+                self.event(name, numbers[name], [w.fingerprint for w in s.wraps])
+                for name, s in sealed.items()
+            ]
+            self.store.commit(index, {s.version.blob: s.ct for s in sealed.values()}, events)
         return numbers
 
     def _commit_version(
@@ -192,7 +213,7 @@ class Vault:
         ``strict`` it is refused (:class:`Expired`, exit 3) before anything opens.
         """
         check_name(name)
-        index = self.store.read_secret(name)
+        index = self.store.read_records(name)
         v = self.readable(name, number, index)
         self.expired = expiry(index, name, strict)
         self.opened_version = v.version
@@ -273,46 +294,6 @@ class Vault:
             )
         return rows
 
-    def rotate(
-        self, names: list[str] | None, ids: Identities, password: PasswordSource | None = None
-    ) -> list[tuple[str, int]]:
-        """Re-encrypt the current value of each secret under a fresh data key."""
-        index = self.store.read_index()
-        targets = names or sorted(n for n in index.versions if n not in deleted_names(index))
-        return [(n, self.reencrypt(n, ids, None, password)) for n in targets]
-
-    def reencrypt(
-        self,
-        name: str,
-        ids: Identities,
-        recipients: list[str] | None,
-        password: PasswordSource | None = None,
-        set_access: bool = False,
-    ) -> int:
-        """A new version holding the current value under a fresh data key.
-
-        For ``recipients`` (default: the current ones); ``set_access`` makes
-        that list the secret's own. The ledger marks the version "same".
-        """
-        index = self.store.read_secret(name)
-        v = self.version(name, None, index)
-        given = None
-        if v.password is not None:
-            given = password(name) if password else None
-        value = decrypt(v, *self.open(index, v, ids), lambda _n: given)
-        to = recipients if recipients is not None else list(v.recipients)
-        to = [n for n in to if n in index.recipients]
-        if not to:
-            raise UsageError(f"secret {name!r} would have no reader left")
-        sealed = seal(value, [index.recipients[n] for n in to], given)
-        with self.store.locked():
-            index = self.store.read_secret(name)
-            if self.version(name, None, index).version != v.version:
-                raise VaultError(f"secret {name!r} changed while it was re-encrypted", "retry")
-            if set_access:
-                index.access[name] = tuple(sorted(to))
-            return self._commit_version(index, name, sealed, "same")
-
     def migrate(self, dry_run: bool = False) -> list[str]:
         """Convert a format-1 vault to format 2 atomically; the files it writes."""
         migrate = getattr(self.store.backend, "migrate", None)
@@ -335,6 +316,9 @@ class Vault:
                     problems.append(("note", f"{label}: MAC not checked (no usable identity)"))
                 except IntegrityError as e:
                     problems.append(("error", f"{label}: {e.message}"))
+        landing = audit.landing_note(AuditLog(self.store.root), self.store.audit_state())
+        if landing is not None:
+            problems.append(("note", landing))
         for stray in self.store.strays(index):
             problems.append(("note", f"unreferenced file '{stray}' (removed by the next write)"))
         return problems

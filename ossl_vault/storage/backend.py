@@ -20,12 +20,17 @@ from __future__ import annotations
 import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ossl_vault.errors import BusyError, IntegrityError
 from ossl_vault.format.fields import parse_name
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import Event
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # an interface costs a read nothing: typing stays unloaded
 
 
 class ConflictError(BusyError):

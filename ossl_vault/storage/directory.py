@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import stat
 from pathlib import Path
 
 from ossl_vault.errors import (
+    PERMISSION_HINT,
+    AccessDenied,
     IntegrityError,
     OperationError,
     UsageError,
@@ -31,7 +33,14 @@ from ossl_vault.storage import journal
 from ossl_vault.storage.audit import V2_PREFIX, Event, binding
 from ossl_vault.storage.backend import Change, ConflictError, Part, check_names, checked_blob
 from ossl_vault.storage.dirlog import LockedLog, no_vault
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write, fsync_dir
+from ossl_vault.storage.files import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_many,
+    fsync_dir,
+    install,
+    write_temp,
+)
 
 INDEX = "vault.tsv"
 SECRETS = "secrets"
@@ -76,7 +85,17 @@ class Directory(LockedLog):
         return self.new_format
 
     def exists(self) -> bool:
-        return (self.root / layout.RECIPIENTS).is_file() or (self.root / INDEX).is_file()
+        """Whether the directory holds a vault; AccessDenied where we may not look."""
+        for rel in (layout.RECIPIENTS, INDEX):
+            try:
+                if stat.S_ISREG(os.stat(self.root / rel).st_mode):
+                    return True
+            except PermissionError:
+                raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
+                                   hint=PERMISSION_HINT) from None  # fmt: skip
+            except OSError:
+                continue
+        return False
 
     def create(self) -> None:
         try:
@@ -213,11 +232,18 @@ class Directory(LockedLog):
         for part in parts.values():
             lines += part.decode("ascii").splitlines(keepends=True)
         out = (HEADER + "".join(sorted(lines))).encode("ascii")
-        for digest, blob in change.blobs.items():
-            atomic_write(self.root / BLOBS / digest, blob)
+        atomic_write_many(self.root / BLOBS, change.blobs)
         events = [change.event, *change.more_events]
-        self._audit([(e, sha256_hex(out)) for e in events], self._incomplete_v1)
-        atomic_write(self.root / INDEX, out)
+        # The new index is durable beside the old before its records are
+        # appended: a record whose rename never happened is recognisable
+        # by that temporary file (docs/format.md section 7).
+        tmp = write_temp(self.root / INDEX, out)
+        try:
+            self._audit([(e, sha256_hex(out)) for e in events], self._incomplete_v1)
+            install(tmp, self.root / INDEX)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         wanted = set().union(*(layout.blobs_of(p) for p in parts.values()))
         for path in self._garbage(wanted):
             path.unlink(missing_ok=True)
@@ -321,6 +347,8 @@ class Directory(LockedLog):
             if dry_run:
                 return files
             try:
+                import shutil  # off the read path
+
                 shutil.rmtree(self.root / SECRETS, ignore_errors=True)  # an earlier try's
                 made: set[Path] = set()
                 for name, part in sorted(parts.items()):

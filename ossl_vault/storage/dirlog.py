@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ossl_vault.errors import BusyError, NotFoundError, OperationError, VaultError
 from ossl_vault.storage.audit import AuditLog, Event
+from ossl_vault.storage.files import LockTimeout, flocked
 from ossl_vault.storage.grouplog import GROUP_COMMIT, Pending
 
 LOCK = ".lock"
@@ -100,11 +101,11 @@ class LockedLog:
         with self._audit_lock():
             try:
                 log.append_many(incomplete(log.last_change()) + records)
-                self.logged += 1
+                self.logged += len(records)
             except OperationError:
                 if mode == "required":
                     raise
-                self.audit_skipped += 1
+                self.audit_skipped += len(records)
 
     def log(self, event: Event) -> None:
         if not self.exists():
@@ -143,14 +144,8 @@ class LockedLog:
     @contextmanager
     def _audit_lock(self) -> Iterator[None]:
         """Serialize appends to audit.log (taken inside the vault lock by writers)."""
-        import filelock
-
-        lock = filelock.FileLock(str(self.root / AUDIT_LOCK), timeout=self.lock_timeout, mode=0o600)
         try:
-            lock.acquire()
-        except filelock.Timeout:
+            with flocked(self.root / AUDIT_LOCK, self.lock_timeout):
+                yield
+        except LockTimeout:
             raise BusyError(f"the audit log of '{self.root}' is busy") from None
-        try:
-            yield
-        finally:
-            lock.release()

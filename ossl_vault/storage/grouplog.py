@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
 
 from ossl_vault.storage.audit import Event
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # an interface costs a read nothing: typing stays unloaded
 
 
 class Writer(Protocol):
     root: Path
+    audit_skipped: int
 
     def write_batch(self, batch: list[Pending]) -> None: ...
 
@@ -69,6 +75,41 @@ class GroupCommit:
                     self.writing.discard(store.root)
                     self.cond.notify_all()
         return pending
+
+
+class Deferred:
+    """Audit records of reads whose values are released all at once (exec, env): one write.
+
+    :meth:`Store.log` of a store whose ``deferred`` is set queues the record
+    here, for its driver; :meth:`flush` writes every queued record (one write and one fsync
+    per vault) and raises what the first failed write raised. The caller
+    releases no value before ``flush`` returns, so each value still goes out
+    after its durable record.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queued: list[tuple[Writer, Pending]] = []
+
+    def add(self, store: Writer, event: Event) -> None:
+        with self.lock:
+            self.queued.append((store, Pending(event)))
+
+    def flush(self) -> None:
+        with self.lock:
+            queued, self.queued = self.queued, []
+        by_root: dict[Path, list[tuple[Writer, Pending]]] = {}
+        for store, pending in queued:
+            by_root.setdefault(store.root, []).append((store, pending))
+        error: BaseException | None = None
+        for entries in by_root.values():
+            entries[0][0].write_batch([p for _s, p in entries])
+            for store, p in entries:
+                error = error or p.error
+                if p.skipped:
+                    store.audit_skipped += 1
+        if error is not None:
+            raise error
 
 
 GROUP_COMMIT = GroupCommit()

@@ -33,7 +33,7 @@ def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
                 steps.append((None, rel))
                 continue
             make_parents(root, (root / rel).parent)
-            steps.append((write_temp(root, data).name, rel))
+            steps.append((write_temp(root / JOURNAL, data).name, rel))  # in the top directory
     except BaseException:
         discard(root, steps)
         raise

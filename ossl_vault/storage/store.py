@@ -16,15 +16,22 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ossl_vault.errors import IntegrityError, UsageError
+from ossl_vault.errors import IntegrityError, UsageError, VaultError
 from ossl_vault.format import layout
 from ossl_vault.format.fields import check_name
 from ossl_vault.format.records import Index
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import Event
 from ossl_vault.storage.backend import Backend, Change, Part
+from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+from ossl_vault.storage.grouplog import Deferred
+
+__all__ = ["Deferred", "Store", "open_backend"]
 
 RETRIES = 20  # reads that met a commit of several files halfway, read again
+GITIGNORE = ".gitignore"
+# what a git repository of a vault leaves out: the locks, unfinished writes, a commit's journal
+IGNORED = f".lock\n.audit.lock\n{TMP_PREFIX}*\n.commit\n"
 
 
 def open_backend(location: str | os.PathLike[str], lock_timeout: float | None, fmt: str) -> Backend:
@@ -52,6 +59,7 @@ class Store:
         self.backend = open_backend(root, lock_timeout, fmt)
         self.root = Path(os.fspath(root).removeprefix("sqlite:"))  # audit.log lives here
         self.op = op  # the operation audit records name
+        self.deferred: Deferred | None = None  # reads recorded at once, before any value goes out
 
     @property
     def logged(self) -> int:
@@ -90,7 +98,37 @@ class Store:
         return self.backend.blob(digest)
 
     def log(self, event: Event) -> None:
+        """Record an operation that changed nothing (a read, a failure); return once durable.
+
+        With ``deferred`` set the record is queued instead, and written by
+        :meth:`Deferred.flush` before any value goes out (or the command fails).
+        """
+        if self.deferred is not None:
+            if not self.exists():
+                raise self._no_vault()
+            self.deferred.add(self.backend, event)  # type: ignore[arg-type]
+            self.backend.logged += 1  # type: ignore[attr-defined]
+            return
         self.backend.log(event)
+
+    def _no_vault(self) -> VaultError:
+        from ossl_vault.storage.dirlog import no_vault
+
+        return no_vault(self.root)
+
+    def write_gitignore(self) -> None:
+        """The lock files and unfinished writes are not for git (docs/teams.md)."""
+        path = self.root / GITIGNORE
+        if not path.exists():
+            atomic_write(path, IGNORED.encode())
+
+    def check_audit_log(self) -> None:
+        """Refuse a vault whose audit log is gone, before anything else is done with it."""
+        log = self.root / "audit.log"
+        if self.exists() and not log.exists():
+            raise IntegrityError(
+                f"the audit log '{log}' is missing", hint="restore it from a backup"
+            )
 
     def names(self) -> list[str]:
         return self.backend.names()
@@ -129,6 +167,19 @@ class Store:
     def read_secret(self, name: str) -> Index:
         """The recipients and one secret: all a read or a write of one secret needs."""
         return self.read_index([name])
+
+    def read_records(self, name: str) -> Index:
+        """What a read of secret ``name`` needs, checked as docs/format.md section 6 asks.
+
+        In format 1 every record is a line of the one vault.tsv, and the whole
+        file is parsed and checked: a flipped byte in any line fails the read
+        (a recipient line names who other secrets' wraps are for). Format 2
+        and SQLite keep each secret apart: only the recipients and its own
+        records are read.
+        """
+        if self.format == "1":
+            return self.read_index()
+        return self.read_secret(name)
 
     def commit(
         self, index: Index, blobs: dict[str, bytes], event: Event | list[Event] | None = None

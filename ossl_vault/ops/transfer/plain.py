@@ -77,7 +77,7 @@ def unpack_values(data: bytes, source: str) -> dict[str, bytes] | None:
     """The secrets of a JSON container, or None when ``data`` is not one."""
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(obj, dict) or CONTAINER_KEY not in obj:
         return None
@@ -207,6 +207,8 @@ def read_json(data: bytes, source: str, prefix: str = "") -> list[Entry]:
     """Entries of a JSON object of name -> string (stored as UTF-8)."""
     try:
         obj = json.loads(data)
+    except RecursionError:  # json.loads recurses once per level of nesting
+        raise UsageError(f"{source!r} is nested too deeply to be name -> string") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise UsageError(f"{source!r} is not JSON: {e}") from None
     if not isinstance(obj, dict):

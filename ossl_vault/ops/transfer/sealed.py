@@ -24,6 +24,7 @@ import binascii
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -65,7 +66,12 @@ _CMS_CONTENT_STAGE = "Error decrypting CMS structure"
 _BLOB_PATH = re.compile(r"blobs/[0-9a-f]{64}\Z")
 
 
-def store_all(vault: Vault, entries: list[Entry], to: list[str] | None) -> list[tuple[str, int]]:
+def store_all(
+    vault: Vault,
+    entries: list[Entry],
+    to: list[str] | None,
+    progress: Callable[[str, str], None] | None = None,
+) -> list[tuple[str, int]]:
     """Store every good entry as a new version, in order, in one atomic commit.
 
     Each secret goes to ``to``, else its own recipient list, else the
@@ -82,7 +88,14 @@ def store_all(vault: Vault, entries: list[Entry], to: list[str] | None) -> list[
 
     wanted = recipients(vault.store.read_index())
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        sealed = list(pool.map(lambda e: seal(e.value, wanted[e.name], e.password), entries))
+        sealed = []
+        for e, s in zip(
+            entries, pool.map(lambda e: seal(e.value, wanted[e.name], e.password), entries),
+            strict=True,
+        ):  # fmt: skip
+            sealed.append(s)
+            if progress is not None:
+                progress(e.name, "sealed")
     with vault.store.locked():
         index = vault.store.read_index()
         if recipients(index) != wanted:
@@ -93,7 +106,11 @@ def store_all(vault: Vault, entries: list[Entry], to: list[str] | None) -> list[
         ]
         if to:
             index.access.update({n: tuple(r.name for r in wanted[n]) for n in names})
-        vault.store.commit(index, {s.version.blob: s.ct for s in sealed})
+        events = [
+            vault.event(name, number, [w.fingerprint for w in s.wraps])
+            for (name, number), s in zip(done, sealed, strict=True)
+        ]  # one audit record per secret changed, as for put
+        vault.store.commit(index, {s.version.blob: s.ct for s in sealed}, events)
     return done
 
 
