@@ -121,6 +121,24 @@ def test_list_by_folder_or_glob(named: VaultDir) -> None:
     assert_error(named.run("list", "--tree", "--json"), 2)
 
 
+def test_list_table_layout(named: VaultDir) -> None:
+    """The table users and scripts read: a header, dashes, one line per secret; columns
+    left-aligned, two spaces apart, at least two wider than their header, no trailing
+    spaces (the layout tabulate printed before it was dropped, kept byte for byte)."""
+    out = named.ok("list", "db").out.decode()
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "SEEN", "BY",
+                                "REMOVED", "UPDATED", "EXPIRES", "META"]  # fmt: skip
+    widths = [len(d) for d in lines[1].split("  ")]
+    assert widths[:4] == [len("db/replica/password"), 9, 12, 10]
+    assert set(lines[1]) == {"-", " "}
+    assert lines[2].startswith("db/password          1          host")
+    assert lines[3].startswith("db/replica/password  1          host")
+    assert all(line == line.rstrip() for line in lines) and len(lines) == 4
+    empty = named.ok("recipient", "list").out.decode().splitlines()
+    assert set(empty[1]) == {"-", " "} and empty[2].startswith("host")
+
+
 def test_list_tree_looks_like_pass(named: VaultDir) -> None:
     out = named.ok("list", "--tree").out.decode()
     assert out == (

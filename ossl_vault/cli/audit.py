@@ -89,12 +89,12 @@ def audit_cmd(
     if as_json:
         click.echo("".join(json.dumps(r.as_dict()) + "\n" for r in rows), nl=False)
         return
-    from tabulate import tabulate
+    from ossl_vault.cli.table import table as render
 
     table = [[r.seq, r.time, f"{r.user}@{r.host}", r.op, r.secret, r.version, r.keys, r.result]
              for r in rows]  # fmt: skip
     headers = ["SEQ", "TIME", "ACTOR", "OP", "SECRET", "VERSION", "KEYS", "RESULT"]
-    click.echo(tabulate(table, headers, disable_numparse=True))
+    click.echo(render(table, headers))
 
 
 def _unlanded(store: Store, records: list[audit.Record]) -> set[str]:

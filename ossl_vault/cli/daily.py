@@ -92,7 +92,7 @@ def list_(
 
 
 def _print_table(rows: list[dict[str, object]]) -> None:
-    from tabulate import tabulate
+    from ossl_vault.cli.table import table as render
 
     def meta(r: dict[str, object]) -> str:
         pairs = r["meta"]
@@ -114,7 +114,7 @@ def _print_table(rows: list[dict[str, object]]) -> None:
     ]
     headers = ["NAME", "VERSION", "RECIPIENTS", "PASSWORD", "SEEN BY REMOVED", "UPDATED",
                "DELETED" if any(r["deleted"] for r in rows) else "EXPIRES", "META"]  # fmt: skip
-    click.echo(tabulate(table, headers, disable_numparse=True))
+    click.echo(render(table, headers))
 
 
 def _print_tree(found: list[str], root: str) -> None:

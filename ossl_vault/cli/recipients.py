@@ -118,7 +118,7 @@ def recipient_list(obj: Context, as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    from tabulate import tabulate
+    from ossl_vault.cli.table import table as render
 
     table = [
         [r["name"], r["kind"], str(r["fingerprint"])[:16], r["added"],
@@ -126,7 +126,7 @@ def recipient_list(obj: Context, as_json: bool) -> None:
         for r in rows
     ]  # fmt: skip
     headers = ["NAME", "KIND", "FINGERPRINT", "ADDED", "DEFAULT", "CERT EXPIRES"]
-    click.echo(tabulate(table, headers, disable_numparse=True))
+    click.echo(render(table, headers))
 
 
 @recipient.command("rm", epilog=EPILOG)

@@ -193,12 +193,12 @@ def show_audit(spec: str | None, name: str | None, as_json: bool) -> None:
     if as_json:
         click.echo("".join(json.dumps(e.__dict__) + "\n" for e in entries), nl=False)
         return
-    from tabulate import tabulate
+    from ossl_vault.cli.table import table as render
 
     rows = [[e.seq, e.time, e.addr, e.op, e.name if e.name != "-" else e.id[:16],
              e.version, e.result] for e in entries]  # fmt: skip
     headers = ["SEQ", "TIME", "FROM", "OP", "SECRET", "VERSION", "RESULT"]
-    click.echo(tabulate(rows, headers, disable_numparse=True))
+    click.echo(render(rows, headers))
     note(f"{len(entries)} record(s); the chain verifies")
 
 

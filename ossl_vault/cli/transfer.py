@@ -182,10 +182,10 @@ def _summary(vault: Vault, entries: list[Entry], as_json: bool) -> str:
     if as_json:
         keys = ("name", "source", "action", "bytes")
         return "\n".join(json.dumps(dict(zip(keys, row, strict=True))) for row in rows)
-    from tabulate import tabulate
+    from ossl_vault.cli.table import table as render
 
     table = [[*row[:3], "-" if row[3] is None else str(row[3])] for row in rows]
-    return tabulate(table, ["NAME", "SOURCE", "ACTION", "BYTES"], disable_numparse=True)
+    return render(table, ["NAME", "SOURCE", "ACTION", "BYTES"])
 
 
 def _error_class(bad: list[Entry]) -> type[VaultError]:

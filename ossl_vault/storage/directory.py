@@ -156,9 +156,23 @@ class Directory(LockedLog):
         if self.format == "1":
             parts = self._v1()[1]
             found = {n: parts.get(parse_name(n, "secret")) for n in names}
-        else:
+        elif os.path.exists(self.root / journal.JOURNAL):  # a commit halfway: its new bytes
             found = {n: self._read(secret_path(n)) for n in names}
+        else:  # a whole-vault read (list, fsck): plain reads, no journal lookups
+            base = f"{self.root}/"
+            found = {n: self._read_plain(base + secret_path(n)) for n in names}
         return {n: None if d is None else Part(d, sha256_hex(d)) for n, d in found.items()}
+
+    @staticmethod
+    def _read_plain(path: str) -> bytes | None:
+        """A file's bytes, None when absent (a secret removed since it was listed)."""
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return f.readall()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise OperationError(f"cannot read '{path}': {e.strerror}") from e
 
     def names(self) -> list[str]:
         if self.format == "1":
