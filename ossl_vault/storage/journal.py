@@ -25,19 +25,37 @@ Step = tuple[str | None, str]  # (temporary file or None to delete, target), rel
 
 
 def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
-    """Write each new file's bytes to a durable temporary file in ``root``."""
-    steps: list[Step] = []
+    """Write each new file's bytes to a durable temporary file in ``root``.
+
+    Many files (a bulk change) are written on a few threads: concurrent fsyncs
+    share the file system's journal commits, so 4,000 files cost far fewer waits.
+    """
+    steps: list[Step | None] = [None] * len(writes)
     try:
-        for rel, data in writes:
+        for i, (rel, data) in enumerate(writes):
             if data is None:
-                steps.append((None, rel))
-                continue
-            make_parents(root, (root / rel).parent)
-            steps.append((write_temp(root / JOURNAL, data).name, rel))  # in the top directory
+                steps[i] = (None, rel)
+            else:
+                make_parents(root, (root / rel).parent)
+
+        def one(i: int) -> None:
+            rel, data = writes[i]
+            assert data is not None
+            steps[i] = (write_temp(root / JOURNAL, data).name, rel)  # in the top directory
+
+        todo = [i for i, (_, data) in enumerate(writes) if data is not None]
+        if len(todo) > 8:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(one, todo))
+        else:
+            for i in todo:
+                one(i)
     except BaseException:
-        discard(root, steps)
+        discard(root, [s for s in steps if s is not None])
         raise
-    return steps
+    return [s for s in steps if s is not None]
 
 
 def write_unsynced(path: Path, data: bytes) -> None:
