@@ -441,3 +441,44 @@ def test_kill9_during_migrate_leaves_format_1_or_2(
         for rc, err in verdicts(v, "dir2"):
             assert rc == 0, f"trial {trial}: {err}"
     print(f"formats found after the kills: {sorted(seen)}")
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        b"delete\t../outside/victim\n",
+        b"rename\tsecrets/a.tsv\t../outside/planted\n",
+        b"rename\t../outside/shadow\tsecrets/a.tsv\n",
+        b"rename\t.tmp.1.abcdef01\t/etc/passwd\n",
+        b"delete\tsecrets\n",
+        b"delete\tsecrets/../../outside/victim.tsv\n",
+        b"\xff\n",
+        b"rename\t.tmp.1.abcdef01\n",
+        None,  # a directory where the journal would be
+    ],
+)
+def test_a_hostile_or_damaged_journal_is_refused(
+    tmp_path: Path, keydir: Path, env: dict[str, str], journal: bytes | None
+) -> None:
+    """A .commit that names anything but the vault's records (a teammate can commit one
+    with git add -f) is an integrity failure for readers and writers: nothing outside
+    the vault is read, moved or removed, and no error line quotes another file."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me")
+    (outside / "victim.tsv").write_text("keep me too")
+    (outside / "shadow").write_text("root:$6$SECRETHASH:0:0\n")
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "a", input=b"value")
+    if journal is None:
+        (v.path / ".commit").mkdir()
+    else:
+        (v.path / ".commit").write_bytes(journal)
+    for args in (("put", "b"), ("get", "a"), ("list",)):
+        r = v.run(*args, input=b"x")
+        assert_error(r, 5, "commit journal '.commit' is damaged")
+        assert "SECRETHASH" not in r.err
+    assert (outside / "victim").read_text() == "keep me"
+    assert (outside / "victim.tsv").read_text() == "keep me too"
+    assert sorted(p.name for p in outside.iterdir()) == ["shadow", "victim", "victim.tsv"]

@@ -15,8 +15,11 @@ still exists (:func:`read`), so it sees the new state.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+from ossl_vault.errors import IntegrityError, VaultError
+from ossl_vault.format.fields import parse_name
 from ossl_vault.storage.files import atomic_write, fsync_dir, write_temp
 
 JOURNAL = ".commit"
@@ -126,18 +129,50 @@ def _prune(root: Path, directory: Path) -> None:
         directory = directory.parent
 
 
+_TMP = re.compile(r"\.tmp\.[0-9]{1,10}\.[0-9a-f]{8,16}\Z")
+_BLOB = re.compile(r"blobs/[0-9a-f]{64}\Z")
+
+
+def _target(rel: str) -> str:
+    """A journal's TARGET: recipients.tsv, blobs/<hex64> or secrets/<NAME>.tsv, else refused."""
+    if rel == "recipients.tsv" or _BLOB.match(rel):
+        return rel
+    if rel.startswith("secrets/") and rel.endswith(".tsv"):
+        try:
+            parse_name(rel[len("secrets/") : -len(".tsv")], "secret")
+            return rel
+        except VaultError:
+            pass
+    raise _damaged()
+
+
+def _damaged() -> IntegrityError:
+    return IntegrityError(
+        f"the commit journal '{JOURNAL}' is damaged (docs/format.md section 1)",
+        hint="it names a file outside the vault's records or is not a journal: "
+        "restore the vault from a backup",
+    )
+
+
 def _steps(root: Path) -> list[Step] | None:
+    """The journal's steps, every path checked: nothing outside the vault's records."""
     try:
-        text = (root / JOURNAL).read_text("ascii")
+        text = (root / JOURNAL).read_bytes().decode("ascii")
     except FileNotFoundError:
         return None
+    except (UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
+        raise _damaged() from None
+    if text and not text.endswith("\n"):
+        raise _damaged()
     steps: list[Step] = []
     for line in text.splitlines():
         f = line.split("\t")
-        if f[0] == "rename" and len(f) == 3:
-            steps.append((f[1], f[2]))
+        if f[0] == "rename" and len(f) == 3 and _TMP.match(f[1]):
+            steps.append((f[1], _target(f[2])))
         elif f[0] == "delete" and len(f) == 2:
-            steps.append((None, f[1]))
+            steps.append((None, _target(f[1])))
+        else:
+            raise _damaged()
     return steps
 
 
