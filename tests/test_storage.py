@@ -482,3 +482,24 @@ def test_a_hostile_or_damaged_journal_is_refused(
     assert (outside / "victim").read_text() == "keep me"
     assert (outside / "victim.tsv").read_text() == "keep me too"
     assert sorted(p.name for p in outside.iterdir()) == ["shadow", "victim", "victim.tsv"]
+
+
+@pytest.mark.parametrize("how", ["dash-name", "symlink"])
+def test_both_verifiers_refuse_a_secret_file_no_writer_makes(
+    tmp_path: Path, keydir: Path, env: dict[str, str], how: str
+) -> None:
+    """secrets/-.tsv once shadowed recipients.tsv in the bash verifier (both keyed '-'),
+    so a recipient line could be added unseen; a symlinked record file is not the
+    vault's either. Both verifiers exit 5."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "a", input=b"value")
+    if how == "dash-name":
+        shutil.copy(v.path / "recipients.tsv", v.path / "secrets" / "-.tsv")
+        with open(v.path / "recipients.tsv", "a") as f:
+            f.write("recipient\tzz-added\tx\n")
+    else:
+        (tmp_path / "elsewhere.tsv").write_bytes((v.path / "secrets" / "a.tsv").read_bytes())
+        (v.path / "secrets" / "b.tsv").symlink_to(tmp_path / "elsewhere.tsv")
+    for rc, _message in verdicts(v, "dir2"):
+        assert rc == 5
