@@ -503,3 +503,30 @@ def test_both_verifiers_refuse_a_secret_file_no_writer_makes(
         (v.path / "secrets" / "b.tsv").symlink_to(tmp_path / "elsewhere.tsv")
     for rc, _message in verdicts(v, "dir2"):
         assert rc == 5
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_symlink_under_secrets_is_refused_for_reads_and_writes(
+    tmp_path: Path, keydir: Path, env: dict[str, str], link: str
+) -> None:
+    """git keeps symlinks: a committed `secrets/db -> /elsewhere` must not carry a write
+    or a read outside the vault. Every command that meets it exits 5, and nothing is
+    written or read there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "db/real", input=b"value")
+    if link == "folder":
+        shutil.move(str(v.path / "secrets" / "db" / "real.tsv"), elsewhere / "real.tsv")
+        (v.path / "secrets" / "db").rmdir()
+        (v.path / "secrets" / "db").symlink_to(elsewhere)
+    else:
+        shutil.move(str(v.path / "secrets" / "db" / "real.tsv"), elsewhere / "real.tsv")
+        (v.path / "secrets" / "db" / "real.tsv").symlink_to(elsewhere / "real.tsv")
+    before = sorted(p.name for p in elsewhere.iterdir())
+    assert_error(v.run("put", "db/x", input=b"new"), 5, "symbolic link")
+    assert_error(v.run("get", "db/real"), 5, "symbolic link")
+    if link == "file":
+        assert_error(v.run("list"), 5, "symbolic link")
+    assert sorted(p.name for p in elsewhere.iterdir()) == before

@@ -14,6 +14,7 @@ crash leaves the old state or, rolled forward by the next writer, the new.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 from pathlib import Path
@@ -39,6 +40,7 @@ from ossl_vault.storage.files import (
     atomic_write_many,
     fsync_dir,
     install,
+    no_links,
     write_temp,
 )
 
@@ -111,6 +113,7 @@ class Directory(LockedLog):
 
     def _read(self, rel: str) -> bytes | None:
         """A file's bytes, None when absent; during a commit, the new bytes (journal.read)."""
+        no_links(self.root, rel)
         try:
             return journal.read(self.root, rel)
         except FileNotFoundError:
@@ -160,17 +163,27 @@ class Directory(LockedLog):
             found = {n: self._read(secret_path(n)) for n in names}
         else:  # a whole-vault read (list, fsck): plain reads, no journal lookups
             base = f"{self.root}/"
-            found = {n: self._read_plain(base + secret_path(n)) for n in names}
+            found = {}
+            for n in names:
+                rel = secret_path(n)
+                no_links(self.root, rel)
+                found[n] = self._read_plain(base + rel)
         return {n: None if d is None else Part(d, sha256_hex(d)) for n, d in found.items()}
 
     @staticmethod
     def _read_plain(path: str) -> bytes | None:
         """A file's bytes, None when absent (a secret removed since it was listed)."""
-        try:
-            with open(path, "rb", buffering=0) as f:
-                return f.readall()
+        try:  # the caller checked the folders (no_links); O_NOFOLLOW closes the race on the file
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise IntegrityError(f"'{path}' is a symbolic link, not a record file") from None
+            raise OperationError(f"cannot read '{path}': {e.strerror}") from e
+        try:
+            with open(fd, "rb", buffering=0) as f:
+                return f.readall()
         except OSError as e:
             raise OperationError(f"cannot read '{path}': {e.strerror}") from e
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,29 @@ def flocked(path: Path, timeout: float) -> Iterator[None]:
         yield  # closing fd releases the lock
     finally:
         os.close(fd)
+
+
+def no_links(root: Path, rel: str) -> None:
+    """Refuse (IntegrityError) a path under ``root`` that passes through a symbolic link.
+
+    No writer makes one, and one committed to git (``secrets/db -> /home/x``)
+    would carry a read or a write outside the vault. Stops at the first part
+    that does not exist: nothing below it does either.
+    """
+    from ossl_vault.errors import IntegrityError
+
+    path = str(root)
+    for part in rel.split("/"):
+        path += "/" + part
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                raise IntegrityError(
+                    f"'{rel}' in vault '{root}' passes through a symbolic link",
+                    hint="no record file or folder is ever one: remove it and restore "
+                    "the vault from a backup",
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return
 
 
 def fsync_dir(path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ossl_vault.errors import IntegrityError, VaultError
 from ossl_vault.format.fields import parse_name
-from ossl_vault.storage.files import atomic_write, fsync_dir, write_temp
+from ossl_vault.storage.files import atomic_write, fsync_dir, no_links, write_temp
 
 JOURNAL = ".commit"
 
@@ -103,6 +103,8 @@ def apply(root: Path, steps: list[Step]) -> None:
 
 
 def _run(root: Path, steps: list[Step]) -> None:
+    for _tmp, rel in steps:  # a rename or unlink through a folder link would leave the vault
+        no_links(root, rel)
     touched: set[Path] = set()
     for tmp, rel in steps:
         target = root / rel
