@@ -112,16 +112,10 @@ class VaultDir:
         full = [*CLI, "--vault", str(self.path)]
         if identity:
             full += ["--identity", str(self.keydir / f"{identity}.key")]
-        p = subprocess.run(
-            [*full, *args], input=input, capture_output=True, env={**self.env, **(env or {})},
-            timeout=300, start_new_session=True,  # no controlling tty: never a prompt
-        )  # fmt: skip
-        return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+        return run_cli([*full, *args], input, {**self.env, **(env or {})})
 
     def ok(self, *args: str, **kw: object) -> Result:
-        r = self.run(*args, **kw)  # type: ignore[arg-type]
-        assert r.rc == 0, f"{args}: rc={r.rc} {r.err}"
-        return r
+        return ok(self.run(*args, **kw), args)  # type: ignore[arg-type]
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file of the vault but the lock and the audit log: to prove nothing
@@ -149,6 +143,19 @@ class VaultDir:
         """The audit records, as field lists."""
         lines = (self.path / "audit.log").read_text().splitlines()[1:]
         return [line.split("\t") for line in lines]
+
+
+def run_cli(argv: list[str], input: bytes, env: dict[str, str]) -> Result:
+    """Run the CLI with stdin ``input``, in a new session: no controlling tty, never a prompt."""
+    p = subprocess.run(argv, input=input, capture_output=True, env=env, timeout=300,
+                       start_new_session=True)  # fmt: skip
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
+def ok(r: Result, args: tuple[str, ...]) -> Result:
+    """``r``, asserting it exited 0."""
+    assert r.rc == 0, f"{args}: rc={r.rc} {r.err}"
+    return r
 
 
 def record_files(vault: Path) -> list[Path]:

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import CLI, Result, clean_env
+from conftest import CLI, Result, clean_env, ok, run_cli
 
 
 @dataclass
@@ -94,16 +94,10 @@ class Device:
             full += ["--vault", str(self.vault)]
         if remote:
             full += ["--remote", self.remote]
-        p = subprocess.run(
-            [*full, *args], input=input, capture_output=True, env={**self.env, **(env or {})},
-            timeout=300, start_new_session=True,
-        )  # fmt: skip
-        return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+        return run_cli([*full, *args], input, {**self.env, **(env or {})})
 
     def ok(self, *args: str, **kw: object) -> Result:
-        r = self.run(*args, **kw)  # type: ignore[arg-type]
-        assert r.rc == 0, f"{args}: rc={r.rc} {r.err}"
-        return r
+        return ok(self.run(*args, **kw), args)  # type: ignore[arg-type]
 
     def register(self) -> Result:
         return self.ok("remote", "register", self.server.url, self.user,

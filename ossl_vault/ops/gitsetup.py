@@ -16,7 +16,6 @@ from ossl_vault.storage.store import IGNORED
 
 DRIVER = "ossl-vault-audit"
 ATTRIBUTES = f"audit.log merge={DRIVER}\n"
-IGNORE = IGNORED  # the same .gitignore init writes
 
 
 def _git(root: Path, *args: str) -> str:
@@ -32,7 +31,7 @@ def git_setup(root: Path, merge_command: str) -> list[str]:
             f"vault '{root}' is not in a git repository", hint=f"run 'git init {root}' first"
         ) from None
     done = []
-    for name, text in ((".gitattributes", ATTRIBUTES), (".gitignore", IGNORE)):
+    for name, text in ((".gitattributes", ATTRIBUTES), (".gitignore", IGNORED)):
         path = root / name
         old = path.read_text() if path.exists() else ""
         missing = [line for line in text.splitlines() if line not in old.splitlines()]

@@ -18,7 +18,7 @@ from ossl_vault.storage.files import TMP_PREFIX
 
 FIELDS = 13
 V2_PREFIX = "v2:"  # as storage.audit: the INDEX of a change of one format-2 file
-EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # SHA-256 of b""
+EMPTY = sha256_hex(b"")  # the hash a removed file is bound with
 MAX_INDEX = 256 << 20  # vault.tsv's size limit (docs/format.md section 2)
 
 
@@ -105,11 +105,10 @@ def _what(name: str) -> str:
     return "recipients.tsv" if name == "-" else f"the file of {name!r}"
 
 
-def newest_per_file(lines: list[str]) -> dict[str, list[str]]:
+def newest_per_file(records: list[list[str]]) -> dict[str, list[str]]:
     """Format 2: the newest record binding each file (FILE "-" is recipients.tsv)."""
     newest: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        f = line.split("\t")
+    for f in records:
         if len(f) == FIELDS and f[11].startswith(V2_PREFIX):
             newest[f[7]] = f
     return newest
@@ -123,7 +122,7 @@ def file_states(
     are still in a temporary file: the writer stopped before the rename, and
     the next writer marks it), else ("error", text); then files no record binds."""
     out: list[tuple[str, str]] = []
-    newest = newest_per_file(lines)
+    newest = newest_per_file([line.split("\t") for line in lines[1:]])
     for name, f in sorted(newest.items()):
         have = state.get(name, V2_PREFIX + EMPTY)
         if have == f[11]:
@@ -155,8 +154,7 @@ def unlanded_v2(records: list[list[str]], state: dict[str, str], pending: set[st
         if f[6] == "incomplete" and f[7] in last:
             out.add(last[f[7]])
         last[f[7]] = f[0]
-    lines = ["header", *("\t".join(f) for f in records)]
-    newest = newest_per_file(lines)
+    newest = newest_per_file(records)
     for name, f in newest.items():
         if state.get(name, V2_PREFIX + EMPTY) != f[11] and f[11].removeprefix(V2_PREFIX) in pending:
             out.add(f[0])
