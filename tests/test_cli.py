@@ -261,7 +261,7 @@ def test_list_table_and_json(vault: VaultDir, tmp_path: Path) -> None:
         assert r["recipients"] == ["host"]
         assert r["created"] <= r["updated"]
         for when in (r["created"], r["updated"]):
-            assert records_fields.TIME.match(when)
+            assert records_fields.is_time(when)
     assert [r["version"] for r in rows] == [1, 2, 1]
     assert rows[1]["versions"] == [1, 2]
     assert [r["password"] for r in rows] == [False, False, True]

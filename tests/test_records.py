@@ -9,7 +9,6 @@ mutated bytes: there is no second spelling of the same records.
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,8 +83,7 @@ _iters = st.integers(1, ITER_MAX)
 def _recipient(draw: st.DrawFn, real: Recipient, name: str) -> Recipient:
     """A real recipient (its key, cert and fingerprint must agree) under a new name;
     the informational fields and the presence of the cert vary."""
-    return replace(
-        real,
+    return real._replace(
         name=name,
         added=draw(_times),
         default=draw(st.booleans()),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from ossl_vault.errors import AccessDenied, UsageError
@@ -192,4 +191,4 @@ def unlock_vault(vault: Vault, passphrase: bytes) -> list[Identity]:
     unlocked = [i for i in (unlock_passphrase(r, passphrase) for r in lockable) if i]
     if not unlocked:
         raise AccessDenied(f"the passphrase opens no passphrase recipient of '{vault.store.root}'")
-    return [replace(i, key=bytearray(i.key or b"")) for i in unlocked]
+    return [i.with_key(bytearray(i.key or b"")) for i in unlocked]

@@ -107,14 +107,12 @@ def record_system_event(obj: Context, fprs: list[str] | None = None) -> None:
 
 def recovery_identity(obj: Context, share_files: tuple[str, ...]) -> Identity:
     """The vault's recovery key rebuilt from K shares, as an identity held in memory."""
-    from dataclasses import replace
-
     from ossl_vault.cli.recovery import read_shares
     from ossl_vault.ops.recovery import recover
     from ossl_vault.ops.vault import Vault
 
     identity = recover(Vault(obj.vault_dir), read_shares(share_files, True)).identity()
-    return replace(identity, key=bytearray(identity.key or b""))  # type: ignore[arg-type]
+    return identity.with_key(bytearray(identity.key or b""))  # type: ignore[arg-type]
 
 
 def agent_socket(socket_path: str | None) -> str:

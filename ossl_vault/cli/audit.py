@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import click
 
 from ossl_vault.cli.common import EPILOG, Context, note, pass_ctx
 from ossl_vault.errors import AccessDenied, IntegrityError, NotFoundError, UsageError, VaultError
+from ossl_vault.format.fields import is_time
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage import audit, landing
 from ossl_vault.storage.store import Store
@@ -38,7 +38,7 @@ def audit_cmd(
     signs the log's count and head with your RSA or EC identity."""
     if len(args) > 1:
         raise UsageError("give at most one of NAME, 'verify' or 'checkpoint'")
-    if since is not None and not audit.TIME.match(since):
+    if since is not None and not is_time(since, prefix=True):
         raise UsageError(
             f"invalid time {since!r}", hint="give UTC as YYYY-MM-DDTHH:MM:SSZ (or a prefix of it)"
         )
@@ -78,7 +78,7 @@ def audit_cmd(
         if not any(r.secret == name for r in records):  # a typo, not an empty history
             raise NotFoundError(f"no secret {name!r} in the vault or its audit log")
     rows = [
-        r if str(r.seq) not in lost else replace(r, result=NOT_LANDED)
+        r if str(r.seq) not in lost else r._replace(result=NOT_LANDED)
         for r in records
         if (name is None or r.secret == name)
         and (since is None or r.time >= since)

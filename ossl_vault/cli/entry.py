@@ -57,6 +57,21 @@ def agent_get(path: str, wanted: Plain) -> None:
     error_line(str(error.get("message")), error.get("hint"), int(error["code"]))
 
 
+def prestart(wanted: Plain) -> None:
+    """Start the unwrap's openssl for the one identity file named, before the read path
+    loads: it then loads on the other core while Python imports (openssl.crypto)."""
+    explicit = list(wanted.identity) or [
+        p for p in os.environ.get("OSSL_VAULT_IDENTITY", "").split(":") if p
+    ]  # the lookup order of ops.sources.identity_files
+    if len(explicit) == 1:
+        from ossl_vault.openssl import crypto
+
+        try:
+            crypto.prestart_unwrap(explicit[0])
+        except Exception:  # noqa: S110 (only ever a head start: the read itself reports)
+            pass
+
+
 def main() -> None:
     """The console script: a plain read on the agent's or the light path, else the CLI.
 
@@ -72,6 +87,8 @@ def main() -> None:
         if agent and wanted.command == "get":
             agent_get(agent, wanted)
         if not agent or wanted.command == "get":
+            if wanted.command == "get":
+                prestart(wanted)
             from ossl_vault.cli import light
 
             light.run(wanted)

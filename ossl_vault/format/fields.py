@@ -2,14 +2,16 @@
 
 Each reader here accepts exactly one spelling of a value and refuses the
 rest, so that serialising what was parsed gives back the same bytes.
+
+The character classes are checked with ``str.strip`` (:func:`made_of`), not
+``re``: importing re (and the enum it loads) was a tenth of a cold ``get``.
+Only ASCII digits count as digits.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
-import re
 
 from ossl_vault.errors import FormatError, UsageError
 
@@ -17,12 +19,39 @@ MAX_NAME = 128
 MAX_RECIPIENT = 64
 MAX_ITER = 10_000_000
 NAME_HINT = "use letters, digits and ._@+=:,- in components separated by single '/'"
-_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+=:,-]*\Z")
-_RECIPIENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*\Z")
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
-_NUMBER = re.compile(r"[1-9][0-9]{0,9}\Z")
-HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-FPR = re.compile(r"[0-9a-f]{64}\Z|[0-9a-f]{40}\Z")  # SHA-256, or an OpenPGP v4 fingerprint
+DIGITS = "0123456789"
+HEX = "0123456789abcdef"  # lowercase only: the one spelling
+_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+_COMPONENT = _FIRST + ".@+=:,-"  # of a secret name
+_RECIPIENT = _FIRST + ".@+-"
+_TIME_SHAPE = "dddd-dd-ddTdd:dd:ddZ"  # d: a digit; the rest as written
+
+
+def made_of(text: str, chars: str) -> bool:
+    """Whether every character of ``text`` is one of ``chars`` (so is "")."""
+    return not text.strip(chars)
+
+
+def is_hex(text: str, *lengths: int) -> bool:
+    """Lowercase hex of one of ``lengths`` characters (64: SHA-256; 40: OpenPGP v4)."""
+    return len(text) in lengths and made_of(text, HEX)
+
+
+def is_number(text: str, digits: int = 10) -> bool:
+    """A decimal of 1 to ``digits`` digits without a leading zero."""
+    return 0 < len(text) <= digits and text[0] != "0" and made_of(text, DIGITS)
+
+
+def is_time(text: str, prefix: bool = False) -> bool:
+    """``YYYY-MM-DDTHH:MM:SSZ``; with ``prefix``, also a leading part of it that ends
+    with a number (``2026``, ``2026-12``, ... ``2026-12-02T10:00:00``)."""
+    n = len(text)
+    if n != len(_TIME_SHAPE) and not (prefix and n in (4, 7, 10, 13, 16, 19)):
+        return False
+    shape = _TIME_SHAPE[:n]
+    digits = "".join(c for c, s in zip(text, shape, strict=True) if s == "d")
+    marks = "".join(c for c, s in zip(text, shape, strict=True) if s != "d")
+    return made_of(digits, DIGITS) and marks == shape.replace("d", "")
 
 
 def check_name(name: str) -> str:
@@ -36,14 +65,19 @@ def check_name(name: str) -> str:
     if size > MAX_NAME:
         raise UsageError(f"secret name {name!r} is longer than {MAX_NAME} bytes")
     for part in name.split("/"):
-        if part in ("", ".", "..") or not _COMPONENT.match(part):
+        if part in ("", ".", "..") or part[0] not in _FIRST or not made_of(part, _COMPONENT):
             raise UsageError(f"invalid secret name {name!r}", hint=NAME_HINT)
     return name
 
 
 def check_recipient_name(name: str) -> str:
     """Validate a recipient name; raise UsageError if bad."""
-    if not name or len(name) > MAX_RECIPIENT or not _RECIPIENT.match(name):
+    if (
+        not name
+        or len(name) > MAX_RECIPIENT
+        or name[0] not in _FIRST
+        or not made_of(name, _RECIPIENT)
+    ):
         raise UsageError(
             f"invalid recipient name {name!r}",
             hint="use 1 to 64 letters, digits and ._@+- (an email address fits)",
@@ -53,7 +87,7 @@ def check_recipient_name(name: str) -> str:
 
 def b64(data: bytes) -> str:
     """Canonical base64 (RFC 4648, padded, one line)."""
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def unb64(text: str, what: str, length: int | None = None) -> bytes:
@@ -72,7 +106,7 @@ def unb64(text: str, what: str, length: int | None = None) -> bytes:
 
 
 def parse_number(text: str, what: str) -> int:
-    if not _NUMBER.match(text):
+    if not is_number(text):
         raise FormatError(f"bad {what} {text!r}")
     return int(text)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ossl_vault.errors import AccessDenied, IntegrityError, PasswordRefused, UsageError
 from ossl_vault.format.records import Ledger, Password, Recipient, Version, Wrap, line_of
@@ -50,24 +49,31 @@ def check_password(password: bytes, what: str = "password") -> bytes:
     return password
 
 
-@dataclass
 class Identities:
     """Where a reader's keys come from: key files, and a passphrase asked on demand."""
 
-    files: list[Identity]
-    passphrase: Callable[[], bytes | None] | None = None
-    searched: str = ""  # for hints: which paths were looked at
-    gpg: bool = True  # try the reader's GnuPG keyring for gpg wraps
+    __slots__ = ("files", "gpg", "passphrase", "searched")
+
+    def __init__(
+        self,
+        files: list[Identity],
+        passphrase: Callable[[], bytes | None] | None = None,
+        searched: str = "",
+        gpg: bool = True,
+    ) -> None:
+        self.files = files
+        self.passphrase = passphrase
+        self.searched = searched  # for hints: which paths were looked at
+        self.gpg = gpg  # try the reader's GnuPG keyring for gpg wraps
 
 
-@dataclass
 class Sealed:
     """A value encrypted for some recipients, before its version number is known."""
 
-    version: Version
-    wraps: list[Wrap]
-    ct: bytes
-    mac_key: bytes
+    __slots__ = ("ct", "mac_key", "version", "wraps")
+
+    def __init__(self, version: Version, wraps: list[Wrap], ct: bytes, mac_key: bytes) -> None:
+        self.version, self.wraps, self.ct, self.mac_key = version, wraps, ct, mac_key
 
 
 def record_mac(mac_key: bytes, v: Version, wraps: Iterable[Wrap], ct: bytes) -> bytes:
@@ -105,7 +111,15 @@ def seal(
     return Sealed(version, wraps, ct, crypto.hkdf(dk, VALUE_MAC))
 
 
-def decrypt(v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -> bytes:
+def decrypt(
+    v: Version,
+    dk: bytes,
+    ct: bytes,
+    password: PasswordSource | None,
+    started: crypto.Decryption | None = None,
+) -> bytes:
+    """The value of version ``v``, whose MAC the caller has checked; ``started`` is
+    its ``openssl enc -d``, started early (:class:`crypto.Decryption`), or None."""
     ikm = dk
     if v.password is not None:
         given = password(v.name) if password else None
@@ -117,7 +131,10 @@ def decrypt(v: Version, dk: bytes, ct: bytes, password: PasswordSource | None) -
         if not crypto.mac_equal(check, v.password.check):
             raise PasswordRefused(f"wrong password for {v.name!r}")
         ikm = dk + pk
+    key = crypto.hkdf(ikm, VALUE_ENC).hex()
     try:
-        return crypto.dec(ct, crypto.hkdf(ikm, VALUE_ENC).hex(), v.salt, v.iv, v.iterations)
+        if started is not None:
+            return started.finish(key, ct)
+        return crypto.dec(ct, key, v.salt, v.iv, v.iterations)
     except OpensslFailed:
         raise IntegrityError(f"secret {v.name!r} does not decrypt (bad padding)") from None

@@ -7,25 +7,24 @@ what someone who can write the vault can do with them.
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ossl_vault.errors import FormatError
-from ossl_vault.format.fields import TIME, parse_name, unb64
+from ossl_vault.format.fields import DIGITS, is_time, made_of, parse_name, unb64
 
-META_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}\Z")
+META_KEY_FIRST = "abcdefghijklmnopqrstuvwxyz" + DIGITS  # a key: 1 to 32 of these and _.-
 MAX_META = 1024  # bytes of one metadata value
 
 
-@dataclass(frozen=True)
-class State:
+class State(namedtuple("State", "name expires deleted purge_after", defaults=(None,) * 3)):
     """A ``state`` line: a secret's expiry and soft deletion (format.md 2.7)."""
 
+    __slots__ = ()
     name: str
-    expires: str | None = None  # UTC time, format.md's spelling
-    deleted: str | None = None
-    purge_after: str | None = None  # set exactly when ``deleted`` is
+    expires: str | None  # default None; UTC time, format.md's spelling
+    deleted: str | None  # default None
+    purge_after: str | None  # default None; set exactly when ``deleted`` is
 
     def fields(self) -> list[str]:
         return ["state", self.name, self.expires or "-", self.deleted or "-",
@@ -49,11 +48,16 @@ def seconds_of(when: str) -> int:
     return calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ"))
 
 
+def meta_key(key: str) -> bool:
+    """A metadata key: ``[a-z0-9][a-z0-9_.-]{0,31}``."""
+    return 0 < len(key) <= 32 and key[0] in META_KEY_FIRST and made_of(key, META_KEY_FIRST + "_.-")
+
+
 def parse_meta(f: list[str]) -> tuple[str, str, str]:
     if len(f) != 4:
         raise FormatError(f"meta line has {len(f)} fields, not 4")
     name = parse_name(f[1], "secret")
-    if not META_KEY.match(f[2]):
+    if not meta_key(f[2]):
         raise FormatError(f"bad metadata key {f[2]!r}")
     raw = unb64(f[3], "metadata value")
     try:
@@ -70,7 +74,7 @@ def parse_state(f: list[str]) -> State:
         raise FormatError(f"state line has {len(f)} fields, not 5")
     name = parse_name(f[1], "secret")
     times = [None if t == "-" else t for t in f[2:5]]
-    if any(t is not None and not TIME.match(t) for t in times):
+    if any(t is not None and not is_time(t) for t in times):
         raise FormatError(f"bad time in the state of {name!r}")
     s = State(name, *times)
     if s.empty or (s.deleted is None) != (s.purge_after is None):

@@ -8,7 +8,6 @@ seal as values) for P-256, P-384, X25519 and passphrase recipients.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 
 from ossl_vault.errors import AccessDenied, IntegrityError, UsageError
 from ossl_vault.format.records import Recipient, Wrap
@@ -40,17 +39,29 @@ def wrap(recipient: Recipient, dk: bytes, name: str = "", version: int = 0) -> W
     ct = crypto.enc(dk, password, salt, iv)
     w = Wrap(name, version, recipient.name, fpr, "ecdh", ct, eph, crypto.ENC_ITER, salt, iv)
     tag = crypto.mac(crypto.hkdf(z, WRAP_MAC, hkdf_salt), "\t".join(w.ecdh_fields()).encode())
-    return replace(w, tag=tag)
+    return w._replace(tag=tag)
 
 
-@dataclass
 class Identity:
     """A private key that may open wraps: a key file, or an unlocked passphrase key."""
 
-    source: str  # shown in messages: a path, "passphrase for NAME", "gpg key FPR"
-    key: str | bytes | None  # a path, PEM bytes held in memory only, or None for gpg
-    fpr: str | None = None  # set where it is not SHA-256 of the SPKI (passphrase, gpg)
-    _spki: bytes | None = field(default=None, repr=False)
+    __slots__ = ("_spki", "fpr", "key", "source")
+
+    def __init__(
+        self, source: str, key: str | bytes | None, fpr: str | None = None,
+        spki: bytes | None = None,
+    ) -> None:  # fmt: skip
+        self.source = source  # shown in messages: a path, "passphrase for NAME", "gpg key FPR"
+        self.key = key  # a path, PEM bytes held in memory only, or None for gpg
+        self.fpr = fpr  # set where it is not SHA-256 of the SPKI (passphrase, gpg)
+        self._spki = spki  # found on first use
+
+    def with_key(self, key: str | bytes | None) -> Identity:
+        """The same identity holding ``key`` (a copy the caller can wipe)."""
+        return Identity(self.source, key, self.fpr, self._spki)
+
+    def __repr__(self) -> str:  # never the key itself: it may be PEM bytes
+        return f"Identity(source={self.source!r}, fpr={self.fpr!r})"
 
     @property
     def spki(self) -> bytes:

@@ -6,9 +6,7 @@ openssl re-encodes every key we keep, so the stored bytes are openssl's own.
 
 from __future__ import annotations
 
-import base64
-import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ossl_vault.errors import UsageError
 from ossl_vault.openssl.crypto import sha256_hex
@@ -37,17 +35,17 @@ CURVE_OF_KIND = {
     "p256": "P-256", "p384": "P-384", "x25519": "X25519", "passphrase": "X25519",
     "recovery": "X25519",
 }  # fmt: skip
-_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+_PEM = rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----"
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class PublicKey(namedtuple("PublicKey", "kind spki cert fpr", defaults=(None, None))):
     """A recipient's public key: kind, SPKI DER, and the cert it came from."""
 
+    __slots__ = ()
     kind: str
     spki: bytes  # for a gpg key: its binary OpenPGP export
-    cert: bytes | None = None
-    fpr: str | None = None  # a gpg key's OpenPGP fingerprint
+    cert: bytes | None  # default None
+    fpr: str | None  # default None; a gpg key's OpenPGP fingerprint
 
     @property
     def fingerprint(self) -> str:
@@ -180,8 +178,11 @@ def _from_cert(cert: bytes) -> PublicKey:
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
     """Every PEM block in ``data`` as (label, DER)."""
+    import base64  # and re: a read never looks at a PEM file here
+    import re
+
     out = []
-    for m in _PEM.finditer(data):
+    for m in re.finditer(_PEM, data, re.S):
         body = b"".join(m.group(2).split())
         out.append((m.group(1).decode(), base64.b64decode(body)))
     return out

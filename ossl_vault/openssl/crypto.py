@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ossl_vault.openssl import cache
-from ossl_vault.openssl.proc import SecretFds, openssl
+from ossl_vault.openssl.proc import SecretFds, openssl, prestart, start
 
 CIPHER = "aes-256-cbc"
 KDF = "pbkdf2"
@@ -81,6 +82,44 @@ def dec(data: bytes, password: str, salt: bytes, iv: bytes, iterations: int) -> 
         return openssl(args, stdin=data, pass_fds=[fd], what="openssl enc -d")
 
 
+class Decryption:
+    """``openssl enc -d`` started before its key is known: :func:`dec` in two steps.
+
+    The child starts (and loads openssl) while the data key is unwrapped and
+    the record MAC checked; only then does :meth:`finish` hand it the key
+    (on its own pipe) and the ciphertext. It never holds a key before the MAC
+    holds. :meth:`cancel` ends it unfed.
+    """
+
+    def __init__(self, salt: bytes, iv: bytes, iterations: int) -> None:
+        r, self._key_w = os.pipe()
+        try:
+            args = _enc_args(True, iterations, salt, iv, r)
+            self._child = start(args, pass_fds=[r], what="openssl enc -d")
+        except BaseException:
+            os.close(self._key_w)
+            raise
+        finally:
+            os.close(r)
+
+    def finish(self, password: str, data: bytes) -> bytes:
+        """The plaintext; raises ``OpensslFailed`` on a padding error."""
+        try:
+            os.write(self._key_w, password.encode() + b"\n")  # a pipe holds it whole
+        finally:
+            self._close_key()
+        return self._child.finish(data)
+
+    def cancel(self) -> None:
+        self._close_key()
+        self._child.cancel()
+
+    def _close_key(self) -> None:
+        if self._key_w >= 0:
+            os.close(self._key_w)
+            self._key_w = -1
+
+
 def pbkdf2(password: bytes, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
     """PBKDF2-HMAC-SHA256, 48 bytes, through ``openssl enc -P``: (key, check)."""
     with SecretFds(password + b"\n") as (fd,):
@@ -116,7 +155,23 @@ def rsa_oaep_decrypt(key: str | bytes, data: bytes) -> bytes:
     """Undo :func:`rsa_oaep_encrypt` with a private key (path or PEM)."""
     with key_arg(key) as (name, fds):
         args = ["pkeyutl", "-decrypt", "-inkey", name, *OAEP_OPTS]
-        return openssl(args, stdin=data, pass_fds=fds, what="openssl pkeyutl -decrypt")
+        return openssl(args, stdin=data, pass_fds=fds, what=RSA_DECRYPT)
+
+
+RSA_DECRYPT = "openssl pkeyutl -decrypt"
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")  # rsaEncryption, as an SPKI's DER has it
+
+
+def prestart_unwrap(path: str) -> None:
+    """Start :func:`rsa_oaep_decrypt`'s openssl for the key file ``path`` now, if the
+    cache says it holds an RSA key; the unwrap then feeds it (proc.prestart)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    known = cache.lookup("spki", os.path.abspath(path), st)
+    if known is not None and _RSA_OID in cache.decode_bytes(known)[:24]:
+        prestart(["pkeyutl", "-decrypt", "-inkey", path, *OAEP_OPTS], RSA_DECRYPT)
 
 
 def genpkey(curve: str) -> bytes:

@@ -6,8 +6,6 @@ compute a change with these under the vault lock, then commit the index once.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ossl_vault.errors import NotFoundError, UsageError
 from ossl_vault.format.fields import check_recipient_name
 from ossl_vault.format.records import Index, Ledger, Recipient, Wrap, fingerprint, line_of
@@ -71,9 +69,9 @@ def add_version(index: Index, name: str, sealed: Sealed, origin: str = "new") ->
     """
     versions = index.versions.setdefault(name, [])
     number = versions[-1].version + 1 if versions else 1
-    v = replace(sealed.version, name=name, version=number)
-    wraps = [replace(w, name=name, version=number) for w in sealed.wraps]
-    v = replace(v, tag=record_mac(sealed.mac_key, v, wraps, sealed.ct))
+    v = sealed.version._replace(name=name, version=number)
+    wraps = [w._replace(name=name, version=number) for w in sealed.wraps]
+    v = v._replace(tag=record_mac(sealed.mac_key, v, wraps, sealed.ct))
     versions.append(v)
     index.wraps[(name, number)] = wraps
     index.ledger.setdefault(name, []).append(Ledger(name, number, origin, v.recipients))
@@ -89,16 +87,16 @@ def rewrap(index: Index, name: str, dk: bytes, ct: bytes, add: list[Wrap], drop:
     old = index.wraps[(name, v.version)]
     wraps = [w for w in old if w.recipient not in drop and
              w.recipient not in {a.recipient for a in add}]  # fmt: skip
-    wraps += [replace(w, name=name, version=v.version) for w in add]
+    wraps += [w._replace(name=name, version=v.version) for w in add]
     wraps.sort(key=lambda w: line_of(w.fields()))
-    v2 = replace(v, recipients=tuple(sorted(w.recipient for w in wraps)))
-    v2 = replace(v2, tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct))
+    v2 = v._replace(recipients=tuple(sorted(w.recipient for w in wraps)))
+    v2 = v2._replace(tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct))
     index.versions[name][-1] = v2
     index.wraps[(name, v.version)] = wraps
     entries = index.ledger.setdefault(name, [])
     if entries and entries[-1].version == v.version:
         readers = tuple(sorted(set(entries[-1].readers) | set(v2.recipients)))
-        entries[-1] = replace(entries[-1], readers=readers)
+        entries[-1] = entries[-1]._replace(readers=readers)
     else:  # a version older than the ledger (cannot happen for vaults we wrote)
         entries.append(Ledger(name, v.version, "new", v2.recipients))
 
@@ -135,7 +133,7 @@ def set_info(
     old = index.state.get(name, State(name))
     if old.expires == expires:
         return False
-    new = replace(old, expires=expires or None)
+    new = old._replace(expires=expires or None)
     if new.empty:
         index.state.pop(name, None)
     else:
@@ -146,7 +144,7 @@ def set_info(
 def set_deleted(index: Index, name: str, when: str | None, purge_after: str | None) -> None:
     """Mark a secret deleted (soft) at ``when``, or bring it back (None)."""
     old = index.state.get(name, State(name))
-    new = replace(old, deleted=when, purge_after=purge_after)
+    new = old._replace(deleted=when, purge_after=purge_after)
     if new.empty:
         index.state.pop(name, None)
     else:

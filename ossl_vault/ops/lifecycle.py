@@ -13,10 +13,10 @@ import re
 import time
 
 from ossl_vault.errors import UsageError
-from ossl_vault.format.fields import TIME, check_name
+from ossl_vault.format.fields import check_name, is_time
 from ossl_vault.format.records import Index
 from ossl_vault.format.seal import exposure, now
-from ossl_vault.format.secretinfo import MAX_META, META_KEY, State, seconds_of
+from ossl_vault.format.secretinfo import MAX_META, State, meta_key, seconds_of
 from ossl_vault.ops import edits
 from ossl_vault.ops.vault import Vault, deleted_names
 from ossl_vault.storage.audit import Event
@@ -54,7 +54,7 @@ def parse_expiry(text: str, clock: float | None = None) -> str | None:
         return stamp(current + span_seconds(text, "expiry"))
     when = text + "T00:00:00Z" if _DATE.match(text) else text
     try:
-        if not TIME.match(when):
+        if not is_time(when):
             raise ValueError
         moment = seconds_of(when)
     except ValueError:
@@ -69,7 +69,7 @@ def parse_meta(pairs: tuple[str, ...] | list[str]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or not META_KEY.match(key):
+        if not sep or not meta_key(key):
             raise UsageError(
                 f"invalid metadata {pair!r}",
                 hint="use KEY=VALUE with a key of 1 to 32 of a-z 0-9 _.- (KEY= removes it)",

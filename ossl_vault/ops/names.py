@@ -10,7 +10,6 @@ everyone who could read the original value, since they have seen the copy's.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import replace
 
 from ossl_vault.errors import AccessDenied, NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_name
@@ -149,18 +148,18 @@ def _rename(index: Index, old: str, new: str, keys: dict[int, tuple[bytes, bytes
     versions = []
     for v in index.versions.pop(old):
         dk, ct = keys[v.version]
-        wraps = [replace(w, name=new) for w in index.wraps.pop((old, v.version))]
-        v2 = replace(v, name=new)
-        versions.append(replace(v2, tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct)))
+        wraps = [w._replace(name=new) for w in index.wraps.pop((old, v.version))]
+        v2 = v._replace(name=new)
+        versions.append(v2._replace(tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, wraps, ct)))
         index.wraps[(new, v.version)] = wraps
     index.versions[new] = versions
     for table in (index.access, index.meta):
         if old in table:
             table[new] = table.pop(old)
     if old in index.ledger:
-        index.ledger[new] = [replace(e, name=new) for e in index.ledger.pop(old)]
+        index.ledger[new] = [e._replace(name=new) for e in index.ledger.pop(old)]
     if old in index.state:
-        index.state[new] = replace(index.state.pop(old), name=new)
+        index.state[new] = index.state.pop(old)._replace(name=new)
 
 
 def copy(
@@ -200,7 +199,7 @@ def copy(
         if old in index.meta:
             index.meta[new] = dict(index.meta[old])
         if old in index.state and index.state[old].expires:
-            index.state[new] = replace(index.state[old], name=new, deleted=None, purge_after=None)
+            index.state[new] = index.state[old]._replace(name=new, deleted=None, purge_after=None)
         fprs = [w.fingerprint for w in sealed.wraps]
         events = [*replaced, vault.event(old, v.version), vault.event(new, number, fprs)]
         vault.store.commit(index, {sealed.version.blob: sealed.ct}, events)

@@ -58,7 +58,7 @@ class RecoveryKey:
 
     def identity(self) -> Identity:
         """An identity that opens the wraps made for this key."""
-        return Identity("recovery key", self.pem, _spki=self.spki)
+        return Identity("recovery key", self.pem, spki=self.spki)
 
     def public(self) -> pubkeys.PublicKey:
         return pubkeys.PublicKey(KIND, self.spki)

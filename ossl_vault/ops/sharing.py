@@ -9,7 +9,6 @@ value under a fresh one, because the removed reader may have kept the old key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from ossl_vault.errors import NotFoundError, UsageError, VaultError
 from ossl_vault.format.fields import check_recipient_name
@@ -46,7 +45,7 @@ def set_default(vault: Vault, name: str, default: bool) -> bool:
             raise NotFoundError(f"no recipient {name!r}")
         if r.kind == "recovery" and not default:
             raise UsageError("the recovery key opens every secret: it stays default")
-        index.recipients[name] = replace(r, default=default)
+        index.recipients[name] = r._replace(default=default)
         vault.store.commit(index, {}, vault.event(keys=[r.fingerprint]))
     return r.default != default
 
@@ -270,12 +269,12 @@ def renew(
     if key.fingerprint == old.fingerprint:  # a renewal that kept the key: new cert only
         with vault.store.locked():
             index = vault.store.read_index()
-            index.recipients[name] = replace(index.recipients[name], cert=key.cert)
+            index.recipients[name] = index.recipients[name]._replace(cert=key.cert)
             vault.store.commit(index, {}, vault.event(keys=[key.fingerprint]))
         return []
     if any(r.fingerprint == key.fingerprint for r in index.recipients.values()):
         raise UsageError("that key is already a recipient")
-    new = replace(old, kind=key.kind, fingerprint=key.fingerprint, spki=key.spki, cert=key.cert)
+    new = old._replace(kind=key.kind, fingerprint=key.fingerprint, spki=key.spki, cert=key.cert)
     before = index.serialize()
     secrets = _newest_with(index, name)
     opened = {s: vault.open(index, vault.version(s, None, index), ids) for s in secrets}

@@ -217,8 +217,14 @@ class Vault:
         v = self.readable(name, number, index)
         self.expired = expiry(index, name, strict)
         self.opened_version = v.version
-        dk, ct = self.open(index, v, ids)
-        return decrypt(v, dk, ct, password)
+        # enc -d starts now, and loads while the key is unwrapped and the MAC checked;
+        # it gets its key only after that (decrypt), and is killed on any failure.
+        started = crypto.Decryption(v.salt, v.iv, v.iterations)
+        try:
+            dk, ct = self.open(index, v, ids)
+            return decrypt(v, dk, ct, password, started)
+        finally:
+            started.cancel()
 
     def open(self, index: Index, v: Version, ids: Identities) -> tuple[bytes, bytes]:
         """Unwrap the data key and check blob and MAC: (dk, ciphertext)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from ossl_vault.errors import IntegrityError, NotFoundError
@@ -31,13 +30,13 @@ def rename(index: Index, new: Callable[[str], str]) -> Index:
     """The same records with every secret name passed through ``new``."""
     out = Index(recipients=dict(index.recipients))
     for name, versions in index.versions.items():
-        out.versions[new(name)] = [replace(v, name=new(name)) for v in versions]
+        out.versions[new(name)] = [v._replace(name=new(name)) for v in versions]
     for (name, number), wraps in index.wraps.items():
-        out.wraps[(new(name), number)] = [replace(w, name=new(name)) for w in wraps]
+        out.wraps[(new(name), number)] = [w._replace(name=new(name)) for w in wraps]
     out.access = {new(name): who for name, who in index.access.items()}
-    out.ledger = {new(n): [replace(e, name=new(n)) for e in es] for n, es in index.ledger.items()}
+    out.ledger = {new(n): [e._replace(name=new(n)) for e in es] for n, es in index.ledger.items()}
     out.meta = {new(name): dict(pairs) for name, pairs in index.meta.items()}
-    out.state = {new(name): replace(s, name=new(name)) for name, s in index.state.items()}
+    out.state = {new(name): s._replace(name=new(name)) for name, s in index.state.items()}
     return out
 
 

@@ -10,14 +10,12 @@ recipient's RSA or EC key, so truncation below them is caught.
 
 from __future__ import annotations
 
-import base64
-import getpass
 import os
-import re
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 
 from ossl_vault.errors import FormatError, IntegrityError, OperationError, VaultError
+from ossl_vault.format.fields import is_hex, is_number
 from ossl_vault.format.seal import now
 from ossl_vault.openssl.crypto import sha256_hex
 
@@ -28,40 +26,89 @@ VERSION = "1"
 MODES = ("required", "best-effort")
 FIELDS = 13  # the same in storage.landing
 ZERO = "0" * 64
-_SAFE = re.compile(r"[^A-Za-z0-9._@+:/=,-]")
-_PRINTABLE = re.compile(r"[\t\x20-\x7e]*\Z")
-TIME = re.compile(r"\d{4}(-\d\d(-\d\d(T\d\d(:\d\d(:\d\dZ?)?)?)?)?)?\Z")
-_COUNT = re.compile(r"[1-9][0-9]{0,17}\Z")  # int() of a 5,000-digit field would raise
-_SEQ = re.compile(rb"[0-9]{1,18}\Z")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+:/=,-")
 AUTO = ("checkpoint", "-")
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 CHECKPOINT_LABEL = "ossl-vault-audit checkpoint"
 TAIL = 1 << 20  # how far back a writer looks for the last change
 MERGE = "merge"  # the OP of a record joining two clones' logs (auditmerge)
-_SPAN = re.compile(r"(0|[1-9][0-9]*):([1-9][0-9]*)\Z")
 V2_PREFIX = "v2:"  # INDEX of a format-2 change: the hash of one file (format.md section 7)
 
 
 def safe(text: str) -> str:
     """A field value with anything outside a safe set replaced by '?'."""
-    return _SAFE.sub("?", text)[:200] or "-"
+    return _safe_chars(text[:200]) or "-"
 
 
-@dataclass
+def _safe_chars(text: str) -> str:
+    return "".join(c if c in _SAFE else "?" for c in text)
+
+
+def _printable(line: str) -> bool:
+    """Only TAB and the printable ASCII characters (0x20 to 0x7e)."""
+    return line.isascii() and line.replace("\t", " ").isprintable()
+
+
+def _seq(number: bytes) -> bool:
+    """A sequence number: 1 to 18 ASCII digits (int() of 5,000 digits would raise)."""
+    return 0 < len(number) <= 18 and number.isdigit()
+
+
+def _span(text: str) -> tuple[int, int] | None:
+    """A merge record's VERSION field ``FORK:COUNT`` (format.md 7.1), or None."""
+    fork, sep, count = text.partition(":")
+    if sep and (fork == "0" or is_number(fork, 18)) and is_number(count, 18):
+        return int(fork), int(count)
+    return None
+
+
 class Event:
     """What happened: filled by the library and the CLI, stamped when appended."""
 
-    op: str
-    secret: str = "-"  # noqa: S105 (a secret's name, not a secret)
-    version: str = "-"
-    keys: tuple[str, ...] = ()
-    result: str = "ok"
+    __slots__ = ("keys", "op", "result", "secret", "version")
+
+    def __init__(
+        self,
+        op: str,
+        secret: str = "-",  # noqa: S107 (a secret's name, not a secret)
+        version: str = "-",
+        keys: tuple[str, ...] = (),
+        result: str = "ok",
+    ) -> None:
+        self.op, self.secret, self.version, self.keys, self.result = (
+            op, secret, version, keys, result,
+        )  # fmt: skip
+
+    def copy(self, **changes: object) -> Event:
+        """This event with some fields changed."""
+        fields = {k: getattr(self, k) for k in self.__slots__}
+        for k, value in changes.items():
+            if k not in fields:
+                raise TypeError(f"Event has no field {k!r}")
+            fields[k] = value
+        return Event(**fields)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Event and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"Event({inner})"
 
 
-@dataclass(frozen=True)
-class Record:
-    """One line of audit.log."""
+class Record(
+    namedtuple(
+        "Record",
+        "seq time uid user host pid op secret version keys result index prev line",
+        defaults=("",),
+    )
+):
+    """One line of audit.log; ``line`` is the line itself, as read."""
 
+    __slots__ = ()
     seq: int
     time: str
     uid: str
@@ -75,7 +122,7 @@ class Record:
     result: str
     index: str
     prev: str
-    line: str = field(compare=False, default="")
+    line: str
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -91,11 +138,22 @@ def header(mode: str, auto_checkpoint: bool) -> str:
 
 
 def actor() -> tuple[str, str, str, str]:
+    return str(os.getuid()), safe(user_name()), safe(os.uname().nodename), str(os.getpid())
+
+
+def user_name() -> str:
+    """The login name, as ``getpass.getuser`` finds it (whose import loads termios):
+    ``$LOGNAME``, ``$USER``, ``$LNAME``, ``$USERNAME``, else the password database."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        user = os.environ.get(var)
+        if user:
+            return user
+    import pwd
+
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "-"
-    return str(os.getuid()), safe(user), safe(os.uname().nodename), str(os.getpid())
+        return pwd.getpwuid(os.getuid())[0]
+    except KeyError:
+        return "-"
 
 
 def write_all(fd: int, data: bytes, size: int) -> None:
@@ -216,7 +274,7 @@ class AuditLog:
             size = os.fstat(fd).st_size
             out = []
             for event, index_hash in entries:
-                keys = _SAFE.sub("?", ",".join(k[:16] for k in event.keys)) or "-"
+                keys = _safe_chars(",".join(k[:16] for k in event.keys)) or "-"
                 fields = [
                     str(seq), now(), uid, user, host, pid, safe(event.op), safe(event.secret),
                     safe(event.version), keys, safe(event.result), index_hash, sha256_hex(last),
@@ -250,7 +308,7 @@ class AuditLog:
         if start == 0 and begin == 0:
             return 1, last  # the header alone
         number = last.split(b"\t", 1)[0]
-        if _SEQ.match(number):
+        if _seq(number):
             return int(number) + 1, last
         whole = os.pread(fd, start + end + 1, 0)  # a damaged record: count lines, as before
         return whole.count(b"\n"), last
@@ -261,7 +319,7 @@ class AuditLog:
         out = []
         for n, line in enumerate(text.split("\n")[1:-1], start=1):
             f = line.split("\t")
-            if len(f) != FIELDS or not _SEQ.match(f[0].encode("ascii", "surrogateescape")):
+            if len(f) != FIELDS or not _seq(f[0].encode("ascii", "surrogateescape")):
                 raise FormatError(f"audit record {n} is malformed")
             out.append(Record(int(f[0]), *f[1:], line=line))  # type: ignore[arg-type]
         return out
@@ -272,15 +330,22 @@ def line_hash(line: str) -> str:
     return sha256_hex((line + "\n").encode("ascii", "surrogateescape"))
 
 
-@dataclass
 class Verdict:
     """What ``audit verify`` found: ``problems`` empty means the log holds."""
 
-    records: int
-    checkpoint: int | None
-    problems: list[str]
-    notes: list[str] = field(default_factory=list)  # documented states that are not damage
-    unsigned: int = 0  # records after the last signed checkpoint (an unkeyed chain only)
+    __slots__ = ("checkpoint", "notes", "problems", "records", "unsigned")
+
+    def __init__(
+        self,
+        records: int,
+        checkpoint: int | None,
+        problems: list[str],
+        notes: list[str] | None = None,
+        unsigned: int = 0,
+    ) -> None:
+        self.records, self.checkpoint, self.problems = records, checkpoint, problems
+        self.notes = [] if notes is None else notes  # documented states that are not damage
+        self.unsigned = unsigned  # records after the last signed checkpoint (unkeyed chain)
 
 
 def verify(log: AuditLog, state: bytes | dict[str, str], verify_sig: object = None) -> Verdict:
@@ -299,7 +364,7 @@ def verify(log: AuditLog, state: bytes | dict[str, str], verify_sig: object = No
     problems: list[str] = []
     for n in range(1, len(lines)):
         f = lines[n].split("\t")
-        if len(f) != FIELDS or "" in f or not _PRINTABLE.match(lines[n]):
+        if len(f) != FIELDS or "" in f or not _printable(lines[n]):
             problems.append(f"record {n} is malformed")
             break
         if f[0] != str(n):
@@ -357,12 +422,12 @@ def check_merges(lines: list[str]) -> list[str]:
     """Each merge record's copies rebuild the other side's records up to its head (7.1)."""
     for n in range(1, len(lines)):
         f = lines[n].split("\t")
-        span = _SPAN.match(f[8]) if len(f) == FIELDS and f[6] == MERGE else None
         if len(f) != FIELDS or f[6] != MERGE:
             continue
-        if not span or int(span[1]) >= n or not _HEX64.match(f[9]):
+        span = _span(f[8])
+        if not span or span[0] >= n or not is_hex(f[9], 64):
             return [f"merge record {n} is malformed"]
-        fork, count = int(span[1]), int(span[2])
+        fork, count = span
         if n + count > len(lines) - 1:
             return [f"merge record {n} names {count} records, but the log ends before them"]
         prev = sha256_hex((lines[fork] + "\n").encode())
@@ -396,10 +461,10 @@ def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],
                       verify_sig: object) -> int | None:  # fmt: skip
     try:
         f = log.checkpoint_path.read_text("ascii").rstrip("\n").split("\t")
-        if len(f) != 4 or not _COUNT.match(f[0]) or not _HEX64.match(f[1]):
+        if len(f) != 4 or not is_number(f[0], 18) or not is_hex(f[1], 64):
             raise ValueError("fields")
         count, head_hash, signer = int(f[0]), f[1], f[2]
-        sig = base64.b64decode(f[3], validate=True)
+        sig = _unb64(f[3])
     except (OSError, ValueError, IndexError, UnicodeDecodeError):
         problems.append("audit.checkpoint is malformed")
         return None
@@ -413,6 +478,12 @@ def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],
     if verify_sig is not None and not verify_sig(signer, message, sig):  # type: ignore[operator]
         problems.append("the checkpoint signature does not verify")
     return count
+
+
+def _unb64(text: str) -> bytes:
+    import base64  # verify's alone: base64 loads re
+
+    return base64.b64decode(text, validate=True)
 
 
 def checkpoint_message(count: int, head_hash: str) -> bytes:
@@ -455,7 +526,6 @@ def write_checkpoint(log: AuditLog, identity: object, recipient: object) -> int:
 
 def signature_checker(index: object) -> object:
     """verify_sig for :func:`verify`: the signer must be a key this vault knows."""
-    import base64
 
     from ossl_vault.openssl import crypto
 
@@ -464,7 +534,7 @@ def signature_checker(index: object) -> object:
 
     def check(signer: str, message: bytes, signature: bytes) -> bool:
         try:
-            spki = base64.b64decode(signer, validate=True)
+            spki = _unb64(signer)
         except ValueError:
             return False
         return sha256_hex(spki) in known and crypto.verify(spki, message, signature)

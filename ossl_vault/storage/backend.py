@@ -17,9 +17,7 @@ moves them between drivers unchanged).
 
 from __future__ import annotations
 
-import dataclasses
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from ossl_vault.errors import BusyError, IntegrityError
 from ossl_vault.format.fields import parse_name
@@ -28,6 +26,7 @@ from ossl_vault.storage.audit import Event
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
     from typing import Protocol
 else:
     Protocol = object  # an interface costs a read nothing: typing stays unloaded
@@ -37,15 +36,14 @@ class ConflictError(BusyError):
     """A part changed since it was read: the commit wrote nothing (exit 6 if not retried)."""
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(namedtuple("Part", "data revision")):
     """The records of the recipients or of one secret: sorted lines, and their revision."""
 
+    __slots__ = ()
     data: bytes
     revision: str  # hex(SHA-256(data)): drivers may store it, callers compare it
 
 
-@dataclass
 class Change:
     """What one commit writes; ``expect`` holds the revisions the change was computed from.
 
@@ -58,15 +56,39 @@ class Change:
     every secret: one added meanwhile would be missed).
     """
 
-    event: Event
-    recipients: bytes | None = None
-    expect_recipients: str | None = None
-    secrets: dict[str, bytes | None] = field(default_factory=dict)
-    expect_secrets: dict[str, str | None] = field(default_factory=dict)
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    drop_blobs: set[str] = field(default_factory=set)
-    expect_names: list[str] | None = None  # the whole set of names read, when it matters
-    more_events: list[Event] = field(default_factory=list)  # a change of several secrets (mv)
+    __slots__ = (
+        "blobs",
+        "drop_blobs",
+        "event",
+        "expect_names",
+        "expect_recipients",
+        "expect_secrets",
+        "more_events",
+        "recipients",
+        "secrets",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        event: Event,
+        recipients: bytes | None = None,
+        expect_recipients: str | None = None,
+        secrets: dict[str, bytes | None] | None = None,
+        expect_secrets: dict[str, str | None] | None = None,
+        blobs: dict[str, bytes] | None = None,
+        drop_blobs: set[str] | None = None,
+        expect_names: list[str] | None = None,
+        more_events: list[Event] | None = None,
+    ) -> None:
+        self.event = event
+        self.recipients = recipients
+        self.expect_recipients = expect_recipients
+        self.secrets = {} if secrets is None else secrets
+        self.expect_secrets = {} if expect_secrets is None else expect_secrets
+        self.blobs = {} if blobs is None else blobs
+        self.drop_blobs = set() if drop_blobs is None else drop_blobs
+        self.expect_names = expect_names  # the whole set of names read, when it matters
+        self.more_events = [] if more_events is None else more_events  # several secrets (mv)
 
     def records(self, bound: dict[str, str]) -> list[tuple[Event, str]]:
         """The audit records of a change that left each file ``bound`` names ("-" for the
@@ -76,7 +98,7 @@ class Change:
         for e in [self.event, *self.more_events]:
             out.append((e, bound.pop(e.secret, "-")))
         for name, index in sorted(bound.items()):
-            out.append((dataclasses.replace(self.event, secret=name, version="-"), index))
+            out.append((self.event.copy(secret=name, version="-"), index))
         return out
 
 

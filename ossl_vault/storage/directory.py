@@ -13,7 +13,6 @@ crash leaves the old state or, rolled forward by the next writer, the new.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
@@ -27,7 +26,7 @@ from ossl_vault.errors import (
     UsageError,
 )
 from ossl_vault.format import layout
-from ossl_vault.format.fields import HEX64, parse_name
+from ossl_vault.format.fields import is_hex, parse_name
 from ossl_vault.format.records import HEADER
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage import journal
@@ -53,7 +52,7 @@ EMPTY = sha256_hex(b"")  # the hash an absent file is bound with
 
 def parse_fixed_hex(digest: str) -> str:
     """A blob's name: 64 lowercase hex digits, nothing that could climb out of blobs/."""
-    if not HEX64.match(digest):
+    if not is_hex(digest, 64):
         raise IntegrityError(f"bad blob name {digest[:70]!r}")
     return digest
 
@@ -385,7 +384,7 @@ class Directory(LockedLog):
                     made.add(path.parent)
                 for directory in made:
                     fsync_dir(directory)
-                records = [(dataclasses.replace(event, secret=n, version="-"), binding(p))
+                records = [(event.copy(secret=n, version="-"), binding(p))
                            for n, p in sorted(parts.items())]  # fmt: skip
                 new = V2 + recipients
                 self._audit([(event, binding(new)), *records], self._incomplete_v1)

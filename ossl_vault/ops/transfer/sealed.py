@@ -26,7 +26,6 @@ import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 from ossl_vault.errors import (
@@ -256,8 +255,8 @@ def export_bundle(
                 notes.append(f"left out {name!r} version {v.version}: {e.message}")
                 continue
             w = wrap(r, dk, name, v.version)
-            v2 = replace(v, recipients=(r.name,))
-            v2 = replace(v2, tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, [w], ct))
+            v2 = v._replace(recipients=(r.name,))
+            v2 = v2._replace(tag=record_mac(crypto.hkdf(dk, VALUE_MAC), v2, [w], ct))
             out.versions.setdefault(name, []).append(v2)
             out.wraps[(name, v.version)] = [w]
             blobs[v.blob] = ct
