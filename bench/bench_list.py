@@ -69,9 +69,9 @@ def main() -> None:
     for name, t in med.items():
         print(f"  {name:40s} {t * 1000:8.1f} ms   {t / base:5.2f}x python start-up")
     top = med[f"list, {args.count} secrets"]
-    print(
-        f"list of {args.count}: {top:.3f} s (target < 0.5 s): " + ("ok" if top < 0.5 else "MISSED")
-    )
+    for target, issue in ((0.5, 12), (0.3, 15)):
+        verdict = "ok" if top < target else "MISSED"
+        print(f"list of {args.count}: {top:.3f} s (issue {issue}: < {target} s): {verdict}")
     ratio = med[f"list, {n_large} x 64 KiB values"] / med[f"list, {n_large} x 16 B values"]
     print(f"64 KiB values / 16 B values: {ratio:.2f}x (independent of size when ~1.0)")
 

@@ -276,3 +276,22 @@ def test_both_paths_answer_and_record_alike(vault: VaultDir) -> None:
             records = [rec[6:11] for rec in vault.audit()[before:]]
             seen[path].append((args, identity, r.rc, r.out, r.err, records))
     assert seen["light"] == seen["full"]
+
+
+def test_a_head_start_for_the_wrong_key_is_ended(vault: VaultDir, tmp_path: Path) -> None:
+    """The light path starts pkeyutl for a named RSA key file before it knows the key
+    opens nothing here (issue 15's head start); that openssl is ended, not left waiting."""
+    vault.ok("put", "db/pw", input=b"s3cret")
+    other = tmp_path / "other.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True,
+                   capture_output=True)  # fmt: skip
+    settled(other)
+    env, log = logging_openssl(tmp_path, vault.env)
+    stranger = VaultDir(vault.path, tmp_path, env)  # its identity: tmp_path/other.key
+    stranger.run("get", "db/pw", identity="other")  # its public key is now remembered
+    openssl_calls(log)
+    assert_error(stranger.run("get", "db/pw", identity="other"), 4, "no usable identity")
+    assert "pkeyutl -decrypt" in openssl_calls(log)  # it did start early
+    left = subprocess.run(["pgrep", "-f", f"-inkey {other}"], capture_output=True)
+    assert left.stdout == b"", "a head-start openssl outlived the command"
+    assert VaultDir(vault.path, vault.keydir, env).ok("get", "db/pw").out == b"s3cret"

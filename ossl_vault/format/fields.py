@@ -24,7 +24,8 @@ HEX = "0123456789abcdef"  # lowercase only: the one spelling
 _FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
 _COMPONENT = _FIRST + ".@+=:,-"  # of a secret name
 _RECIPIENT = _FIRST + ".@+-"
-_TIME_SHAPE = "dddd-dd-ddTdd:dd:ddZ"  # d: a digit; the rest as written
+_TIME_SHAPE = "0000-00-00T00:00:00Z"  # each ASCII digit read as 0 (_ZERO), the rest as is
+_ZERO = str.maketrans("123456789", "000000000")
 
 
 def made_of(text: str, chars: str) -> bool:
@@ -48,10 +49,7 @@ def is_time(text: str, prefix: bool = False) -> bool:
     n = len(text)
     if n != len(_TIME_SHAPE) and not (prefix and n in (4, 7, 10, 13, 16, 19)):
         return False
-    shape = _TIME_SHAPE[:n]
-    digits = "".join(c for c, s in zip(text, shape, strict=True) if s == "d")
-    marks = "".join(c for c, s in zip(text, shape, strict=True) if s != "d")
-    return made_of(digits, DIGITS) and marks == shape.replace("d", "")
+    return text.translate(_ZERO) == _TIME_SHAPE[:n]
 
 
 def check_name(name: str) -> str:
