@@ -18,7 +18,7 @@ from ossl_vault.format.seal import Identities, decrypt
 from ossl_vault.format.wrapping import Identity, unlock_passphrase
 from ossl_vault.ops import sources
 from ossl_vault.ops.sources import ENCRYPTED_PEM, decrypt_pem
-from ossl_vault.ops.vault import Vault
+from ossl_vault.ops.vault import Vault, expiry
 
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
 MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
@@ -45,9 +45,14 @@ class Keyring:
             return Identities(list(self.files), None, "", self.gpg and not self.wiped)
 
     def get(self, vault: Vault, name: str, number: int | None, password: bytes | None) -> bytes:
-        """Like ``Vault.get``, opening the data key once per version; the read is audited."""
+        """Like ``Vault.get``, opening the data key once per version; the read is audited.
+
+        As after ``Vault.get``, ``vault.expired`` then says when the secret expired,
+        judged from the records this read used (no second read of the vault).
+        """
         index = self.index(vault, name)
         v = vault.readable(name, number, index)
+        vault.expired = expiry(index, v.name)
         key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
         with self.lock:
             held = self.keys.get(key)
