@@ -92,18 +92,20 @@ class Keyring:
                 self.value_bytes -= len(old)
                 old[:] = bytes(len(old))
 
-    def index(self, vault: Vault, name: str | None = None) -> Index:
-        """The vault's index, parsed again only when the bytes of vault.tsv change.
+    def index(self, vault: Vault, name: str) -> Index:
+        """What a read of ``name`` needs: format 1's index, parsed again only when the
+        bytes of vault.tsv change.
 
         Format 2 and other drivers: the recipients and the one secret ``name``,
-        read each time (two small files: nothing worth caching).
+        read each time (two small files: nothing worth caching); never every
+        secret's file, which would make each read cost as much as ``list``.
         """
-        if name is not None and vault.store.format != "1":
+        if vault.store.format != "1":
             return vault.store.read_secret(name)
         try:
             data = vault.store.index_path.read_bytes()
         except OSError:
-            return vault.store.read_index()  # raises what any reader would
+            return vault.store.read_records(name)  # raises what any reader would
         root = str(vault.store.root)
         with self.lock:
             held = self.indexes.get(root)
