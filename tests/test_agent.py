@@ -594,3 +594,25 @@ def test_an_expired_secret_warns_through_the_agent_too(
     assert "warning: secret 'db' expired on 2001-01-01T00:00:00Z" in r.err
     r = vault.run("get", "db", "--strict", env=a.env, identity=None)
     assert r.rc == 3 and "expired" in r.err
+
+
+def test_an_agent_read_needs_only_its_own_records(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """Format 2: a read uses recipients.tsv and its secret's file alone (format.md 2.8), so
+    another secret's damaged file fails that secret's reads only, through the agent too."""
+    enc, pf = enc_key
+    vault.ok("put", "a", input=b"A")
+    vault.ok("put", "b", input=b"B")
+    with vault.secret_file("b").open("a") as f:  # a malformed line: reading b is exit 5
+        f.write("not a record\n")
+    assert vault.ok("get", "a").out == b"A"  # the CLI alone
+    assert vault.run("get", "b").rc == 5
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    for _ in range(2):  # the data key unwrapped, then held
+        r = get(vault, "a", a.env, enc)
+        assert (r.rc, r.out, r.err) == (0, b"A", "")
+    reads = [rec[6:11] for rec in vault.audit() if rec[6] == "agent:get"]
+    assert [rec[:3] + rec[4:] for rec in reads] == [["agent:get", "a", "1", "ok"]] * 2
+    r = get(vault, "b", a.env, enc)
+    assert (r.rc, r.out) == (5, b"")

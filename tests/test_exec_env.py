@@ -109,6 +109,24 @@ def test_env_refuses_nul_and_prints_nothing(tricky: VaultDir) -> None:
     assert os.environ.get("T_SPACE") is None
 
 
+@pytest.mark.both_paths
+def test_exec_env_and_serve_read_only_their_own_records(vault: VaultDir) -> None:
+    """Format 2: another secret's damaged file (format.md 2.8) fails only its own reads."""
+    vault.ok("put", "a", input=b"A")
+    vault.ok("put", "b", input=b"B")
+    with vault.secret_file("b").open("a") as f:
+        f.write("not a record\n")
+    r = vault.run("exec", "--env", "V=a", "--", "sh", "-c", 'printf %s "$V"')
+    assert (r.rc, r.out, r.err) == (0, b"A", "")
+    assert vault.ok("env", "V=a").out == b"export V='A'\n"
+    assert_error(vault.run("exec", "--env", "V=b", "--", "true"), 5)
+    requests = b'{"id":1,"op":"get","name":"a"}\n{"id":2,"op":"get","name":"b"}\n'
+    r = vault.ok("serve", "--stdio", input=requests)
+    replies = {reply["id"]: reply for reply in map(json.loads, r.out.splitlines())}
+    assert replies[1] == {"id": 1, "result": {"value_b64": "QQ=="}}
+    assert replies[2]["error"]["code"] == 5
+
+
 @pytest.mark.parametrize("where", ["option", "environment"])
 @pytest.mark.parametrize("args", [["exec", "--env", "X=a", "--", "true"], ["env", "a"],
                                   ["serve", "--stdio"]])  # fmt: skip

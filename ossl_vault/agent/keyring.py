@@ -17,7 +17,7 @@ from ossl_vault.format.seal import Identities, decrypt
 from ossl_vault.format.wrapping import Identity, unlock_passphrase
 from ossl_vault.ops import sources
 from ossl_vault.ops.sources import ENCRYPTED_PEM, decrypt_pem
-from ossl_vault.ops.vault import Vault
+from ossl_vault.ops.vault import Vault, expiry
 
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
 MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
@@ -44,9 +44,14 @@ class Keyring:
             return Identities(list(self.files), None, "", self.gpg and not self.wiped)
 
     def get(self, vault: Vault, name: str, number: int | None, password: bytes | None) -> bytes:
-        """Like ``Vault.get``, opening the data key once per version; the read is audited."""
+        """Like ``Vault.get``, opening the data key once per version; the read is audited.
+
+        As after ``Vault.get``, ``vault.expired`` then says when the secret expired,
+        judged from the records this read used (no second read of the vault).
+        """
         index = self.index(vault, name)
         v = vault.readable(name, number, index)
+        vault.expired = expiry(index, v.name)
         key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
         with self.lock:
             held = self.keys.get(key)
@@ -86,18 +91,20 @@ class Keyring:
                 self.value_bytes -= len(old)
                 old[:] = bytes(len(old))
 
-    def index(self, vault: Vault, name: str | None = None) -> Index:
-        """The vault's index, parsed again only when the bytes of vault.tsv change.
+    def index(self, vault: Vault, name: str) -> Index:
+        """What a read of ``name`` needs: format 1's index, parsed again only when the
+        bytes of vault.tsv change.
 
         Format 2 and other drivers: the recipients and the one secret ``name``,
-        read each time (two small files: nothing worth caching).
+        read each time (two small files: nothing worth caching); never every
+        secret's file, which would make each read cost as much as ``list``.
         """
-        if name is not None and vault.store.format != "1":
+        if vault.store.format != "1":
             return vault.store.read_secret(name)
         try:
             data = vault.store.index_path.read_bytes()
         except OSError:
-            return vault.store.read_index()  # raises what any reader would
+            return vault.store.read_records(name)  # raises what any reader would
         root = str(vault.store.root)
         with self.lock:
             held = self.indexes.get(root)

@@ -13,7 +13,7 @@ from ossl_vault.agent.client import Connections, RemoteError, forward
 from ossl_vault.agent.keyring import Keyring
 from ossl_vault.errors import UsageError, VaultError
 from ossl_vault.format.fields import b64
-from ossl_vault.ops.vault import Vault, expiry
+from ossl_vault.ops.vault import Vault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (exec's light path)
 if TYPE_CHECKING:
@@ -79,9 +79,8 @@ class Operations:
             return forwarded
         value = self.keyring.get(vault, fields["name"], number, fields.get("password_b64"))
         result: dict[str, object] = {"value_b64": b64(value)}
-        expired = expiry(self.keyring.index(vault), fields["name"])
-        if expired:  # it still reads; the client warns (format.md 2.7)
-            result["expired"] = expired
+        if vault.expired:  # it still reads; the client warns (format.md 2.7)
+            result["expired"] = vault.expired
         return result
 
     def op_put(self, vault: Vault, fields: Fields) -> dict[str, object]:
