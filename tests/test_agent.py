@@ -511,6 +511,30 @@ def test_a_plain_get_is_answered_before_the_cli_loads(
     assert (r.rc, r.out) == (2, b"") and "click" in modules  # the CLI refuses it, as always
 
 
+def test_exec_and_env_ask_the_agent_without_the_cli(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """Issue 15: with an agent, env and exec take the light path too (click is a third
+    of their time), and their reads are the agent's (recorded as agent:get)."""
+    enc, pf = enc_key
+    vault.ok("put", "db/pw", input=b"two")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    at = ["--vault", str(vault.path), "--identity", str(enc)]
+    for args, out in (
+        ([*at, "env", "DB=db/pw"], b"export DB='two'\n"),
+        ([*at, "exec", "--env", "DB=db/pw", "--", "sh", "-c", 'printf %s "$DB"'], b"two"),
+    ):
+        before = (vault.path / "audit.log").read_text().count("\tagent:get\tdb/pw\t")
+        r, modules = imported(vault, a.env, *args)
+        assert (r.rc, r.out, r.err) == (0, out, ""), args
+        assert "click" not in modules and "ossl_vault.cli.light" in modules, args
+        after = (vault.path / "audit.log").read_text().count("\tagent:get\tdb/pw\t")
+        assert after == before + 1, args
+    r, modules = imported(vault, a.env, *at, "env", "no/such")
+    assert (r.rc, r.out) == (3, b"") and "click" not in modules
+    assert r.err == vault.run("env", "no/such").err  # the same words as without an agent
+
+
 def test_a_get_the_agent_cannot_answer_asks_it_once(
     vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
 ) -> None:

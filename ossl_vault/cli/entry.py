@@ -11,7 +11,8 @@ before or after the command name -- is parsed here (:func:`plain`), once:
   agent first, importing only socket and json (:func:`agent_get`);
 - otherwise, or when the agent says "read it yourself", the light path
   (:mod:`ossl_vault.cli.light`) reads it with the same operations the full CLI
-  calls, importing only what a read needs (tests/test_light.py lists it).
+  calls, importing only what a read needs (tests/test_light.py lists it);
+  ``env`` and ``exec`` ask the agent from there, as the full CLI's do.
 
 Any other command line goes to the full CLI, which then says what is wrong
 with it; so does every command line when ``OSSL_VAULT_FAST_PATH=0``.
@@ -86,12 +87,11 @@ def main() -> None:
         agent = os.environ.get("OSSL_VAULT_AGENT")
         if agent and wanted.command == "get":
             agent_get(agent, wanted)
-        if not agent or wanted.command == "get":
-            if wanted.command == "get":
-                prestart(wanted)
-            from ossl_vault.cli import light
+        if wanted.command == "get":
+            prestart(wanted)
+        from ossl_vault.cli import light  # env and exec ask the agent from there
 
-            light.run(wanted)
+        light.run(wanted)
     from ossl_vault.cli.main import main as cli_main
 
     cli_main()
