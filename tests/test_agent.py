@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CLI, Result, VaultDir, read_until_closed
+from conftest import CLI, Result, VaultDir, assert_error, read_until_closed
 
 PASSPHRASE = "correct horse agent staple"
 # A client run as another uid: perl-base is Essential in Debian, the venv's
@@ -533,6 +533,37 @@ def test_exec_and_env_ask_the_agent_without_the_cli(
     r, modules = imported(vault, a.env, *at, "env", "no/such")
     assert (r.rc, r.out) == (3, b"") and "click" not in modules
     assert r.err == vault.run("env", "no/such").err  # the same words as without an agent
+
+
+def test_exec_takes_the_agents_answers_and_reads_the_rest_itself(
+    vault: VaultDir, tmp_path: Path, keydir: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """exec's get_many: the agent answers what it holds (the host key's secrets); a secret
+    only alice's key opens is refused there (4, not final) and read by exec itself; each
+    read is recorded once where it was made, the agent's as agent:get."""
+    enc, pf = enc_key
+    vault.ok("recipient", "add", "alice", str(keydir / "p256.pem"), "--no-default")
+    names = [f"s/{i}" for i in range(9)]
+    for n in names:
+        vault.ok("put", n, input=n.encode())
+    vault.ok("put", "hers", "--to", "alice", input=b"alice's")
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    specs = [x for i, n in enumerate(names) for x in ("--env", f"V{i}={n}")]
+    show = 'printf "%s," "$V0" "$V8" "$H"'
+    before = len(vault.audit())
+    r = vault.run("exec", *specs, "--env", "H=hers", "--", "sh", "-c", show, env=a.env,
+                  identity="p256")  # fmt: skip
+    assert (r.rc, r.out) == (0, b"s/0,s/8,alice's,"), r.err
+    records = [(rec[6], rec[7], rec[10]) for rec in vault.audit()[before:]]
+    assert sorted(x for x in records if x[1] != "hers") == [("agent:get", n, "ok") for n in names]
+    assert sorted(x for x in records if x[1] == "hers") == [
+        ("agent:get", "hers", "exit=4:AccessDenied"), ("exec", "hers", "ok")]  # fmt: skip
+    # a final answer (no such secret): exec fails with the agent's words, recorded there
+    before = len(vault.audit())
+    r = vault.run("exec", *specs, "--env", "X=no/such", "--", "true", env=a.env)
+    assert_error(r, 3, "no secret 'no/such'")
+    failed = [rec[6:11:4] for rec in vault.audit()[before:] if rec[7] == "no/such"]
+    assert failed == [["agent:get", "exit=3:NotFoundError"]]  # not read again by exec
 
 
 def test_a_get_the_agent_cannot_answer_asks_it_once(

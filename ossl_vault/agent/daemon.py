@@ -43,6 +43,7 @@ DEFAULT_TTL = 15 * 60.0
 MAX_SOCKET_PATH = 107  # bytes of sun_path, less its NUL
 AGENT_SCHEMAS = {
     "get": (*SCHEMAS["get"], "vault"),
+    "get_many": ("names", "password_b64?", "vault"),  # the agent's alone (exec, env)
     "share": (*SCHEMAS["share"], "vault"),
     "ping": (),
     "status": (),
@@ -183,7 +184,7 @@ def agent_vault(fields: Fields, op: str) -> Vault:
     path = fields["vault"]
     if not os.path.isabs(path):
         raise UsageError(f"field 'vault' must be an absolute path, not {path!r}")
-    return Vault(path, None, f"agent:{op}")
+    return Vault(path, None, f"agent:{'get' if op == 'get_many' else op}")  # a get each
 
 
 def daemonize(serve: Callable[[Callable[[], None]], None], keep: tuple[int, ...]) -> int:

@@ -35,7 +35,7 @@ Fields = dict[str, Any]
 KINDS = {
     "name": "str", "version": "int", "password_b64": "b64", "value_b64": "b64", "to": "strs",
     "format": "str", "bytes": "int", "length": "int", "symbols": "bool", "print": "bool",
-    "users": "strs", "vault": "str",
+    "users": "strs", "vault": "str", "names": "strs",
 }  # fmt: skip
 Schemas = dict[str, tuple[str, ...]]  # op -> its fields, "?" after the optional ones
 SCHEMAS: Schemas = {

@@ -6,10 +6,11 @@ lines and runs each request here on a worker thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from ossl_vault import __version__
-from ossl_vault.agent.client import Connections, RemoteError, forward
+from ossl_vault.agent.client import FINAL, Connections, RemoteError, forward
 from ossl_vault.agent.keyring import Keyring
 from ossl_vault.errors import UsageError, VaultError
 from ossl_vault.format.fields import b64
@@ -77,11 +78,66 @@ class Operations:
         forwarded = self._forward("get", vault, fields)
         if forwarded is not None:
             return forwarded
-        value = self.keyring.get(vault, fields["name"], number, fields.get("password_b64"))
+        return self._read(vault, fields["name"], number, fields.get("password_b64"))
+
+    def _read(
+        self, vault: Vault, name: str, number: int | None, password: bytes | None
+    ) -> dict[str, object]:
+        value = self.keyring.get(vault, name, number, password)
         result: dict[str, object] = {"value_b64": b64(value)}
         if vault.expired:  # it still reads; the client warns (format.md 2.7)
             result["expired"] = vault.expired
         return result
+
+    def op_get_many(self, vault: Vault, fields: Fields) -> dict[str, object]:
+        """The agent's batch of gets (docs/protocol.md): each name's result or error, as
+        that many ``get`` requests would answer and record, the records in one write."""
+        from ossl_vault.storage.store import Deferred
+
+        names = fields["names"]
+        if not 1 <= len(names) <= MAX_MANY:
+            raise UsageError(f"field 'names' must hold 1 to {MAX_MANY} names")
+        records = vault.store.deferred = Deferred()
+        results: list[dict[str, object]] = []
+        for name in names:
+            try:
+                results.append(self._read(vault, name, None, fields.get("password_b64")))
+            except VaultError as e:
+                failed(vault, name, e)
+                error: dict[str, object] = {"code": e.exit_code, "message": e.message}
+                error.update({"hint": e.hint} if e.hint else {})
+                error.update({"final": True} if e.final else {})
+                results.append({"error": error})
+        records.flush()
+        return {"results": results}
+
+    def read_many(self, vault: Vault, names: list[str]) -> list[dict[str, object]]:
+        """Each name's ``get`` result, for exec and env: the agent's, in one ``get_many``
+        request, where it has them; the rest read here. The first failure raises, its
+        record written (the agent's records are the agent's)."""
+        fields: Fields = {"names": names}
+        if self.password is not None:
+            fields["password_b64"] = self.password
+        answered: dict[str, dict[str, object]] = {}
+        forwarded = self._forward("get_many", vault, fields)
+        results = forwarded.get("results") if forwarded is not None else None
+        if isinstance(results, list) and len(results) == len(names):
+            for name, r in zip(names, results, strict=True):
+                error = r.get("error") if isinstance(r, dict) else None
+                if isinstance(error, dict) and (error.get("code") in FINAL or error.get("final")):
+                    raise RemoteError(error["code"], str(error.get("message")), error.get("hint"))
+                if isinstance(r, dict) and isinstance(r.get("value_b64"), str):
+                    answered[name] = r  # else: read it here, as after a get the agent refused
+        out = []
+        for name in names:
+            if name not in answered:
+                try:
+                    answered[name] = self._read(vault, name, None, self.password)
+                except VaultError as e:
+                    failed(vault, name, e)
+                    raise
+            out.append(answered[name])
+        return out
 
     def op_put(self, vault: Vault, fields: Fields) -> dict[str, object]:
         to = fields.get("to") or None
@@ -112,6 +168,17 @@ class Operations:
         if forwarded is not None:
             return forwarded
         return {"added": share(vault, fields["name"], fields["users"], self.keyring.identities())}
+
+
+MAX_MANY = 1000  # names in one get_many request
+
+
+def failed(vault: Vault, name: str, e: VaultError) -> None:
+    """The record of one failed read among others (audit_outcome writes a request's only)."""
+    if os.path.exists(os.path.join(vault.store.root, "audit.log")):
+        event = vault.event(name)
+        event.result = f"exit={e.exit_code}:{type(e).__name__}"
+        vault.store.log(event)
 
 
 def audit_outcome(vault: Vault, fields: Fields, result: str) -> None:
