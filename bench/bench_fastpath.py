@@ -8,7 +8,8 @@ all M (one run each); `pass show` and `age -d` read the same values where they
 are installed, and are skipped where not. Prints a table, ratios, and the
 issue's targets: a cold `get` without an agent at most 40 ms and 1.6x `pass
 show`; M reads in one `exec` or coprocess without an agent at most 1.5x M `age
--d` calls, through a warm agent at most 0.5x; a single `get` with the agent
+-d` calls, through a warm agent at most 0.5x (issue 15 names `exec`; the
+coprocess batch is shown against the same mark); a single `get` with the agent
 running at most 1.5x `pass show` (pass asks gpg-agent, which holds the key).
 """
 
@@ -187,6 +188,7 @@ def measure(setup: Setup, runs: int) -> tuple[dict[str, tuple[float, float]], di
         "coprocess, vault_read batch": lambda n: setup.coproc(n, batch=True),
         "coprocess, batch, --jobs 1": lambda n: setup.coproc(n, True, serve_opts="--jobs 1"),
         "agent (warm), get per call": lambda n: setup.cli_get(n, setup.agent_env),
+        "agent (warm), exec --env, one call": lambda n: setup.exec_env(n, setup.agent_env),
         "agent (warm), coprocess batch": lambda n: setup.coproc(n, True, setup.agent_env),
     }
     others = {
@@ -235,10 +237,10 @@ def report(table: dict[str, tuple[float, float]], notes: dict[str, float], count
     print("targets:")
     if "age -d" in table:
         age = table["age -d"][1]
-        warm = table["agent (warm), coprocess batch"][1] / age
-        verdict = "ok" if warm <= 0.5 else "MISSED"
-        print(f"  {count} reads, warm agent, coprocess batch / {count} age -d: {warm:.2f}x "
-              f"(<= 0.5): {verdict}")  # fmt: skip
+        for name in ("agent (warm), exec --env, one call", "agent (warm), coprocess batch"):
+            warm = table[name][1] / age
+            verdict = "ok" if warm <= 0.5 else "MISSED"
+            print(f"  {count} reads, {name} / {count} age -d: {warm:.2f}x (<= 0.5): {verdict}")
         for name in ("exec --env per name, one call", "coprocess, vault_read batch"):
             ratio = table[name][1] / age
             verdict = "ok" if ratio <= 1.5 else "MISSED"
