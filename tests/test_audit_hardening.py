@@ -130,6 +130,42 @@ def test_crash_after_the_record_is_not_a_tamper_alarm(
     assert_same_verdict(py, sh, 0, r"^audit log holds: ")
 
 
+@pytest.mark.parametrize("fmt", ["1", "2"])
+def test_a_planted_temporary_file_does_not_hide_an_edit(
+    vault: VaultDir, tmp_path: Path, no_python_path: str, fmt: str
+) -> None:
+    """A change that did not land leaves its new bytes in a .tmp.* file *and* the file as
+    the record before left it. Whoever copies a record file to .tmp.* and then edits it
+    has the first half only: still an integrity failure, in both verifiers."""
+    v = VaultDir(tmp_path / f"v{fmt}", vault.keydir, vault.env)
+    v.ok("init", "--format", fmt, "--recipient", f"host={vault.keydir / 'rsa.pem'}",
+         identity=None)  # fmt: skip
+    v.ok("put", "a", input=VALUE)
+    f = v.secret_file("a")
+    (v.path / ".tmp.1.00000001").write_bytes(f.read_bytes())  # the bytes the log expects
+    edited = f.read_bytes().replace(b"secret\ta\t1\t", b"secret\ta\t2\t")
+    assert edited != f.read_bytes()
+    f.write_bytes(edited)
+    py, sh = verdicts(v, tmp_path / "edited", no_python_path)
+    assert_same_verdict(py, sh, 5, r"does not match")
+    assert "did not land" not in py.err + sh.err
+
+
+def test_an_empty_temporary_file_is_no_evidence_for_a_removal(
+    vault: VaultDir, tmp_path: Path, no_python_path: str
+) -> None:
+    """A purge's record binds the file's absence (the SHA-256 of nothing); a file put back
+    beside an empty .tmp.* file is a file changed outside ossl-vault, not a crash."""
+    vault.ok("put", "a", input=VALUE)
+    kept = vault.secret_file("a").read_bytes()
+    vault.ok("rm", "a")
+    vault.ok("purge", "a")
+    vault.secret_file("a").write_bytes(kept)
+    (vault.path / ".tmp.1.00000002").write_bytes(b"")
+    py, sh = verdicts(vault, tmp_path / "restored", no_python_path)
+    assert_same_verdict(py, sh, 5, r"does not match")
+
+
 # -- 5. what an unkeyed chain does not protect ------------------------------------------------
 
 

@@ -105,13 +105,23 @@ def _what(name: str) -> str:
     return "recipients.tsv" if name == "-" else f"the file of {name!r}"
 
 
-def newest_per_file(records: list[list[str]]) -> dict[str, list[str]]:
-    """Format 2: the newest record binding each file (FILE "-" is recipients.tsv)."""
-    newest: dict[str, list[str]] = {}
+def newest_per_file(records: list[list[str]]) -> dict[str, tuple[str, list[str]]]:
+    """Format 2: for each file (FILE "-" is recipients.tsv), the INDEX the record before
+    its newest gave it (that of an absent file where there is none) and the newest."""
+    newest: dict[str, tuple[str, list[str]]] = {}
     for f in records:
         if len(f) == FIELDS and f[11].startswith(V2_PREFIX):
-            newest[f[7]] = f
+            before = newest.get(f[7])
+            newest[f[7]] = (before[1][11] if before else V2_PREFIX + EMPTY, f)
     return newest
+
+
+def _did_not_land(have: str, previous: str, f: list[str], pending: set[str]) -> bool:
+    """Whether a file's newest record ``f`` is a change that did not land: its new bytes
+    wait in a temporary file, and the file (``have``) is as the record before left it.
+    Never a removal: it leaves no temporary file, and any empty one would match it."""
+    new = f[11].removeprefix(V2_PREFIX)
+    return new != EMPTY and new in pending and have == previous
 
 
 def file_states(
@@ -119,15 +129,16 @@ def file_states(
 ) -> list[tuple[str, str]]:
     """Format 2's :func:`last_change_state`: for each file whose newest record does not
     carry its hash, ("note", text) when that change did not land (its new bytes
-    are still in a temporary file: the writer stopped before the rename, and
-    the next writer marks it), else ("error", text); then files no record binds."""
+    are still in a temporary file and the file is as the record before left it:
+    the writer stopped before the rename, and the next writer marks it), else
+    ("error", text); then files no record binds."""
     out: list[tuple[str, str]] = []
     newest = newest_per_file([line.split("\t") for line in lines[1:]])
-    for name, f in sorted(newest.items()):
+    for name, (previous, f) in sorted(newest.items()):
         have = state.get(name, V2_PREFIX + EMPTY)
         if have == f[11]:
             continue
-        if f[11].removeprefix(V2_PREFIX) in pending:
+        if _did_not_land(have, previous, f, pending):
             out.append(("note", f"record {f[0]} ({f[6]}) did not land: its writer stopped "
                         f"before renaming {_what(name)} into place (the change before is "
                         "in place)"))  # fmt: skip
@@ -154,8 +165,8 @@ def unlanded_v2(records: list[list[str]], state: dict[str, str], pending: set[st
         if f[6] == "incomplete" and f[7] in last:
             out.add(last[f[7]])
         last[f[7]] = f[0]
-    newest = newest_per_file(records)
-    for name, f in newest.items():
-        if state.get(name, V2_PREFIX + EMPTY) != f[11] and f[11].removeprefix(V2_PREFIX) in pending:
+    for name, (previous, f) in newest_per_file(records).items():
+        have = state.get(name, V2_PREFIX + EMPTY)
+        if have != f[11] and _did_not_land(have, previous, f, pending):
             out.add(f[0])
     return out
