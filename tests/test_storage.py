@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, ROOT, VaultDir, assert_error
+from conftest import CLI, ROOT, VaultDir, assert_error, need
 
 from ossl_vault.errors import IntegrityError, VaultError
 from ossl_vault.storage.audit import AuditLog, Event
@@ -479,9 +479,36 @@ def test_a_hostile_or_damaged_journal_is_refused(
         r = v.run(*args, input=b"x")
         assert_error(r, 5, "commit journal '.commit' is damaged")
         assert "SECRETHASH" not in r.err
+    recover = [str(ROOT / "scripts" / "ossl-vault-recover"), str(v.path), "a"]
+    p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
+    assert (p.returncode, p.stdout) == (5, b""), p.stderr  # the recovery script too
+    assert b"SECRETHASH" not in p.stderr
     assert (outside / "victim").read_text() == "keep me"
     assert (outside / "victim.tsv").read_text() == "keep me too"
     assert sorted(p.name for p in outside.iterdir()) == ["shadow", "victim", "victim.tsv"]
+
+
+def test_a_commit_cut_halfway_reads_alike_in_python_and_bash(
+    tmp_path: Path, keydir: Path, env: dict[str, str]
+) -> None:
+    """A put killed after its new blob's rename but before its secret file's leaves
+    .commit: get reads the new version through the journal (format.md section 1), and
+    the recovery script, following the same page with bash and openssl, must too."""
+    need(shutil.which("strace") is not None, "needs strace")
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "a", input=b"old value")
+    inject = "inject=rename,renameat,renameat2:signal=SIGKILL:when=3"  # .commit, blob, FILE
+    argv = ["strace", "-o", "/dev/null", "-e", inject, *CLI, "--vault", str(v.path), "put", "a"]
+    p = subprocess.run(argv, input=b"new value", capture_output=True, env=env, timeout=120)
+    assert p.returncode != 0
+    assert (v.path / ".commit").is_file()  # cut halfway: the journal is still there
+    assert v.ok("get", "a").out == b"new value"
+    recover = [str(ROOT / "scripts" / "ossl-vault-recover"), str(v.path), "a"]
+    p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
+    assert (p.returncode, p.stdout) == (0, b"new value"), p.stderr
+    v.ok("put", "b", input=b"x")  # the next writer finishes the journal
+    assert not (v.path / ".commit").exists() and v.ok("get", "a").out == b"new value"
 
 
 @pytest.mark.parametrize("how", ["dash-name", "symlink"])
