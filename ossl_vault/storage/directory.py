@@ -40,6 +40,7 @@ from ossl_vault.storage.files import (
     fsync_dir,
     install,
     no_links,
+    remove,
     write_temp,
 )
 
@@ -268,7 +269,7 @@ class Directory(LockedLog):
             self._audit([(e, sha256_hex(out)) for e in events], self._incomplete_v1)
             install(tmp, self.root / INDEX)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            remove(tmp)
             raise
         wanted = set().union(*(layout.blobs_of(p) for p in parts.values()))
         for path in self._garbage(wanted):

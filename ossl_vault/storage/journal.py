@@ -44,7 +44,8 @@ def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
         def one(i: int) -> None:
             rel, data = writes[i]
             assert data is not None
-            steps[i] = (write_temp(root / JOURNAL, data).name, rel)  # in the top directory
+            tmp = write_temp(root / JOURNAL, data)  # in the top directory
+            steps[i] = (os.path.basename(tmp), rel)
 
         todo = [i for i, (_, data) in enumerate(writes) if data is not None]
         if len(todo) > 8:
