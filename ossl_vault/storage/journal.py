@@ -15,11 +15,11 @@ still exists (:func:`read`), so it sees the new state.
 from __future__ import annotations
 
 import os
-import re
 
 from ossl_vault.errors import IntegrityError, VaultError
-from ossl_vault.format.fields import parse_name
+from ossl_vault.format.fields import DIGITS, HEX, is_hex, made_of, parse_name
 from ossl_vault.storage.files import (
+    TMP_PREFIX,
     atomic_write,
     exists,
     fsync_dir,
@@ -148,13 +148,23 @@ def _prune(root: str, directory: str) -> None:
         directory = parent(directory)
 
 
-_TMP = re.compile(r"\.tmp\.[0-9]{1,10}\.[0-9a-f]{8,16}\Z")
-_BLOB = re.compile(r"blobs/[0-9a-f]{64}\Z")
+def _is_tmp(name: str) -> bool:
+    """A temporary file's name: ``.tmp.PID.HEX``, 1 to 10 digits and 8 to 16 lowercase hex
+    digits (:func:`~ossl_vault.storage.files.write_temp` makes them)."""
+    pid, dot, tag = name.removeprefix(TMP_PREFIX).partition(".")
+    return (
+        name.startswith(TMP_PREFIX)
+        and 0 < len(pid) <= 10
+        and made_of(pid, DIGITS)
+        and dot == "."
+        and 8 <= len(tag) <= 16
+        and made_of(tag, HEX)
+    )
 
 
 def _target(rel: str) -> str:
     """A journal's TARGET: recipients.tsv, blobs/<hex64> or secrets/<NAME>.tsv, else refused."""
-    if rel == "recipients.tsv" or _BLOB.match(rel):
+    if rel == "recipients.tsv" or (rel.startswith("blobs/") and is_hex(rel[len("blobs/") :], 64)):
         return rel
     if rel.startswith("secrets/") and rel.endswith(".tsv"):
         try:
@@ -186,7 +196,7 @@ def _steps(root: str) -> list[Step] | None:
     steps: list[Step] = []
     for line in text.splitlines():
         f = line.split("\t")
-        if f[0] == "rename" and len(f) == 3 and _TMP.match(f[1]):
+        if f[0] == "rename" and len(f) == 3 and _is_tmp(f[1]):
             steps.append((f[1], _target(f[2])))
         elif f[0] == "delete" and len(f) == 2:
             steps.append((None, _target(f[1])))
