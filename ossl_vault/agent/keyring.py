@@ -47,7 +47,7 @@ class Keyring:
         """Like ``Vault.get``, opening the data key once per version; the read is audited."""
         index = self.index(vault, name)
         v = vault.readable(name, number, index)
-        key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
+        key = (str(Path(vault.store.root).resolve()), v.name, v.version, v.blob)
         with self.lock:
             held = self.keys.get(key)
             dk = bytes(held[0]) if held is not None else None
@@ -95,7 +95,7 @@ class Keyring:
         if name is not None and vault.store.format != "1":
             return vault.store.read_secret(name)
         try:
-            data = vault.store.index_path.read_bytes()
+            data = Path(vault.store.index_path).read_bytes()
         except OSError:
             return vault.store.read_index()  # raises what any reader would
         root = str(vault.store.root)

@@ -7,6 +7,7 @@ lines and runs each request here on a worker thread.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ossl_vault import __version__
 from ossl_vault.agent.client import Connections, RemoteError, forward
@@ -117,7 +118,7 @@ class Operations:
 
 def audit_outcome(vault: Vault, fields: Fields, result: str) -> None:
     """One audit record for a request that wrote none itself (the CLI does this at exit)."""
-    if vault.store.logged or not (vault.store.root / "audit.log").exists():
+    if vault.store.logged or not (Path(vault.store.root) / "audit.log").exists():
         return
     event = vault.event(str(fields.get("name") or "-"), fields.get("version"))
     event.result = result
