@@ -566,6 +566,24 @@ def test_exec_takes_the_agents_answers_and_reads_the_rest_itself(
     assert failed == [["agent:get", "exit=3:NotFoundError"]]  # not read again by exec
 
 
+def test_the_agent_refuses_a_symlinked_vault_tsv(
+    tmp_path: Path, keydir: Path, enc_key: tuple[Path, Path], agents: list[Agent], env: dict
+) -> None:
+    """Format 1: the agent read vault.tsv through a symbolic link, which a plain get
+    refuses (exit 5, format.md section 1): it refuses it the same way now."""
+    enc, pf = enc_key
+    v = VaultDir(tmp_path / "v1", keydir, env)
+    v.ok("init", "--format", "1", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "a", input=b"value")
+    elsewhere = tmp_path / "elsewhere.tsv"
+    shutil.move(v.path / "vault.tsv", elsewhere)
+    (v.path / "vault.tsv").symlink_to(elsewhere)
+    a = start(v, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    for r in (get(v, "a", v.env, keydir / "rsa.key"), get(v, "a", a.env, enc)):
+        assert (r.rc, r.out) == (5, b""), r.err
+        assert "symbolic link" in r.err
+
+
 def test_a_get_the_agent_cannot_answer_asks_it_once(
     vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
 ) -> None:

@@ -53,6 +53,8 @@ HEAVY = {
     # the standard library's slow imports (issue 15): dataclasses (and the inspect, ast
     # and dis it loads) 13 ms, subprocess 8 ms, base64 (it loads re) 4 ms
     "dataclasses", "inspect", "ast", "subprocess", "base64", "getpass", "termios",
+    # pathlib 5 ms: it loads re (through fnmatch), urllib.parse and ipaddress
+    "pathlib", "re", "urllib", "fnmatch", "ipaddress",
 }  # fmt: skip
 
 PROBE = """

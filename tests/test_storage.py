@@ -511,6 +511,39 @@ def test_a_commit_cut_halfway_reads_alike_in_python_and_bash(
     assert not (v.path / ".commit").exists() and v.ok("get", "a").out == b"new value"
 
 
+def test_the_journal_accepts_the_spellings_its_patterns_did() -> None:
+    """journal.py reads its TMP and TARGET fields without re (issue 15): exactly what
+    the patterns it had accepted, only ASCII digits and lowercase hex among them."""
+    import random
+    import re
+
+    from ossl_vault.storage import journal
+
+    tmp = re.compile(r"\.tmp\.[0-9]{1,10}\.[0-9a-f]{8,16}\Z")
+    blob = re.compile(r"blobs/[0-9a-f]{64}\Z")
+    names = ".tmp.1.abcdef01 .tmp.1234567890.0123456789abcdef .tmp.12345678901.abcdef01"
+    names += " .tmp..abcdef01 .tmp.1.abcdef0 .tmp.1.0123456789abcdef0 .tmp.1.ABCDEF01"
+    names += " .tmp.\u0663.abcdef01 .tmp.1.abcdef01. x.tmp.1.abcdef01 .tmp.1.abc.def01"
+    names += " .tmp.1.abcdef01/x .tmp.1abcdef01 tmp.1.abcdef01"
+    cases = [*names.split(), "", ".tmp.1.abcdef01\n"]
+    rnd = random.Random(15)
+    for _ in range(20000):
+        pid = "".join(rnd.choice("0123456789" * 9 + "\u0663a.") for _ in range(rnd.randint(0, 12)))
+        tag = "".join(
+            rnd.choice("0123456789abcdef" * 4 + "A.\n") for _ in range(rnd.randint(6, 18))
+        )
+        cases.append(f".tmp.{pid}.{tag}")
+    assert [n for n in cases if journal._is_tmp(n) != bool(tmp.match(n))] == []
+    assert sum(map(journal._is_tmp, cases)) > 100
+    for digits in ["a" * 64, "a" * 63, "A" * 64, "a" * 65, "a" * 64 + "\n", "\u0663" * 64]:
+        for rel in (f"blobs/{digits}", f"xblobs/{digits}"):
+            try:
+                accepted = journal._target(rel) == rel
+            except IntegrityError:
+                accepted = False
+            assert accepted == bool(blob.match(rel)), rel
+
+
 @pytest.mark.parametrize("how", ["dash-name", "symlink"])
 def test_both_verifiers_refuse_a_secret_file_no_writer_makes(
     tmp_path: Path, keydir: Path, env: dict[str, str], how: str

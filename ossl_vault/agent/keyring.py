@@ -7,9 +7,9 @@ Nothing here is written anywhere; :meth:`Keyring.wipe` zeroes it.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from ossl_vault.errors import AccessDenied, UsageError
 from ossl_vault.format.records import Index, parse
@@ -18,6 +18,7 @@ from ossl_vault.format.wrapping import Identity, unlock_passphrase
 from ossl_vault.ops import sources
 from ossl_vault.ops.sources import ENCRYPTED_PEM, decrypt_pem
 from ossl_vault.ops.vault import Vault, expiry
+from ossl_vault.storage.files import no_links, read_bytes
 
 MAX_INDEXES = 8  # parsed indexes kept, one per vault
 MAX_VALUE_BYTES = 32 * 1024 * 1024  # decrypted values kept, oldest forgotten first
@@ -52,7 +53,7 @@ class Keyring:
         index = self.index(vault, name)
         v = vault.readable(name, number, index)
         vault.expired = expiry(index, v.name)
-        key = (str(vault.store.root.resolve()), v.name, v.version, v.blob)
+        key = (os.path.realpath(vault.store.root), v.name, v.version, v.blob)
         with self.lock:
             held = self.keys.get(key)
             dk = bytes(held[0]) if held is not None else None
@@ -102,7 +103,8 @@ class Keyring:
         if vault.store.format != "1":
             return vault.store.read_secret(name)
         try:
-            data = vault.store.index_path.read_bytes()
+            no_links(vault.store.root, "vault.tsv")  # refused as a plain get refuses it
+            data = read_bytes(vault.store.index_path)
         except OSError:
             return vault.store.read_records(name)  # raises what any reader would
         root = str(vault.store.root)
@@ -179,7 +181,7 @@ def load_identities(
     for identity in found:
         if isinstance(identity.key, str):
             try:
-                data = Path(identity.key).read_bytes()
+                data = read_bytes(identity.key)
             except OSError as e:
                 raise AccessDenied(f"cannot read identity {identity.key!r}: {e.strerror}") from e
             out.append(in_memory(identity.source, data, passphrase))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from ossl_vault import __version__
 from ossl_vault.agent.client import FINAL, Connections, RemoteError, forward
@@ -183,7 +184,7 @@ def failed(vault: Vault, name: str, e: VaultError) -> None:
 
 def audit_outcome(vault: Vault, fields: Fields, result: str) -> None:
     """One audit record for a request that wrote none itself (the CLI does this at exit)."""
-    if vault.store.logged or not (vault.store.root / "audit.log").exists():
+    if vault.store.logged or not (Path(vault.store.root) / "audit.log").exists():
         return
     event = vault.event(str(fields.get("name") or "-"), fields.get("version"))
     event.result = result

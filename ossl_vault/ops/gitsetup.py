@@ -8,6 +8,7 @@ clone's own config, never in the repository: run it in every clone).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ossl_vault.errors import OperationError, UsageError
@@ -22,8 +23,9 @@ def _git(root: Path, *args: str) -> str:
     return run_tool(["git", "-C", str(root), *args], what=f"git {args[0]}").decode()
 
 
-def git_setup(root: Path, merge_command: str) -> list[str]:
+def git_setup(root: str | os.PathLike[str], merge_command: str) -> list[str]:
     """Configure the clone holding ``root``; returns what was done, for the user."""
+    root = Path(root)
     try:
         _git(root, "rev-parse", "--show-toplevel")
     except OperationError:

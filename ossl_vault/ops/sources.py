@@ -10,7 +10,6 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from ossl_vault.errors import AccessDenied, OperationError, UsageError
 from ossl_vault.format.seal import MAX_VALUE, Identities, check_password
@@ -49,7 +48,8 @@ def _unlocked(identity: Identity, key_passphrase: KeyPassphrase) -> Identity:
     if not isinstance(identity.key, str):
         return identity
     try:
-        data = Path(identity.key).read_bytes()
+        with open(identity.key, "rb") as f:
+            data = f.read()
     except OSError:
         return identity  # reported where it is used
     if not any(marker in data for marker in ENCRYPTED_PEM):
@@ -217,7 +217,7 @@ def write_out(path: str, data: bytes) -> None:
         raise UsageError(f"--out {path!r} is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"--out {path!r} is not a regular file, a FIFO or a character device")
-    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    target = os.path.realpath(path) if os.path.islink(path) else path
     try:
         atomic_write(target, data)
     except OSError as e:  # an I/O failure (exit 1), not a usage error

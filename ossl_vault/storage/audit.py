@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
-from pathlib import Path
 
 from ossl_vault.errors import FormatError, IntegrityError, OperationError, VaultError
 from ossl_vault.format.fields import is_hex, is_number
 from ossl_vault.format.seal import now
 from ossl_vault.openssl.crypto import sha256_hex
+from ossl_vault.storage.files import exists, join, parent, plain, read_bytes
 
 LOG = "audit.log"
 CHECKPOINT = "audit.checkpoint"
@@ -170,12 +170,13 @@ def write_all(fd: int, data: bytes, size: int) -> None:
 class AuditLog:
     """audit.log of one vault directory; every method but reads needs the vault lock."""
 
-    def __init__(self, root: Path) -> None:
-        self.path = root / LOG
-        self.checkpoint_path = root / CHECKPOINT
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root = plain(root)
+        self.path = join(root, LOG)
+        self.checkpoint_path = join(root, CHECKPOINT)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return exists(self.path)
 
     def create(self, mode: str, auto_checkpoint: bool) -> None:
         from ossl_vault.storage.files import atomic_write
@@ -185,7 +186,7 @@ class AuditLog:
     def read(self) -> tuple[list[str], str]:
         """The header fields and the whole text; FormatError if it is not a log."""
         try:
-            text = self.path.read_bytes().decode("ascii", "surrogateescape")
+            text = read_bytes(self.path).decode("ascii", "surrogateescape")
         except OSError as e:
             raise self._unreadable(e) from e
         return self._header(text.split("\n", 1)[0]), text
@@ -381,13 +382,13 @@ def verify(log: AuditLog, state: bytes | dict[str, str], verify_sig: object = No
     if not problems:
         from ossl_vault.storage.landing import pending_indexes  # not on a read's path
 
-        pending = pending_indexes(log.path.parent)
+        pending = pending_indexes(parent(log.path))
         if isinstance(state, dict):
             _check_files(lines, state, pending, problems, notes)
         else:
             _check_last_change(lines, sha256_hex(state), pending, problems, notes)
     checked = None
-    if log.checkpoint_path.exists():
+    if exists(log.checkpoint_path):
         checked = _check_checkpoint(log, lines, problems, verify_sig)
     return Verdict(count, checked, problems, notes, count - (checked or 0))
 
@@ -410,7 +411,7 @@ def landing_note(log: AuditLog, state: bytes | dict[str, str]) -> str | None:
     lines = text.split("\n")[:-1]  # a torn tail left out: the next writer cuts it
     from ossl_vault.storage.landing import file_states, last_change_state, pending_indexes
 
-    pending = pending_indexes(log.path.parent)
+    pending = pending_indexes(parent(log.path))
     if isinstance(state, dict):
         found = [f for f in file_states(lines, state, pending) if f[0] == "note"]
         return f"audit {found[0][1]}" if found else None
@@ -460,7 +461,8 @@ def _check_files(lines: list[str], state: dict[str, str], pending: set[str],
 def _check_checkpoint(log: AuditLog, lines: list[str], problems: list[str],
                       verify_sig: object) -> int | None:  # fmt: skip
     try:
-        f = log.checkpoint_path.read_text("ascii").rstrip("\n").split("\t")
+        with open(log.checkpoint_path, encoding="ascii") as fh:  # text mode, as Path.read_text
+            f = fh.read().rstrip("\n").split("\t")
         if len(f) != 4 or not is_number(f[0], 18) or not is_hex(f[1], 64):
             raise ValueError("fields")
         count, head_hash, signer = int(f[0]), f[1], f[2]

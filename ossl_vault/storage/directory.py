@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from ossl_vault.errors import (
     PERMISSION_HINT,
@@ -37,9 +36,15 @@ from ossl_vault.storage.files import (
     TMP_PREFIX,
     atomic_write,
     atomic_write_many,
+    exists,
     fsync_dir,
     install,
+    is_file,
+    join,
+    make_dir,
     no_links,
+    parent,
+    remove,
     write_temp,
 )
 
@@ -74,14 +79,14 @@ class Directory(LockedLog):
 
     def settle(self) -> None:
         journal.settle(self.root)  # a crashed writer's commit, rolled forward
-        if (self.root / layout.RECIPIENTS).is_file() and (self.root / INDEX).exists():
-            (self.root / INDEX).unlink()  # a migration's last step, cut by a crash
+        if is_file(join(self.root, layout.RECIPIENTS)) and exists(join(self.root, INDEX)):
+            os.unlink(join(self.root, INDEX))  # a migration's last step, cut by a crash
 
     @property
     def format(self) -> str:
-        if (self.root / layout.RECIPIENTS).is_file():
+        if is_file(join(self.root, layout.RECIPIENTS)):
             return "2"
-        if (self.root / INDEX).is_file():
+        if is_file(join(self.root, INDEX)):
             return "1"
         return self.new_format
 
@@ -89,7 +94,7 @@ class Directory(LockedLog):
         """Whether the directory holds a vault; AccessDenied where we may not look."""
         for rel in (layout.RECIPIENTS, INDEX):
             try:
-                if stat.S_ISREG(os.stat(self.root / rel).st_mode):
+                if stat.S_ISREG(os.stat(join(self.root, rel)).st_mode):
                     return True
             except PermissionError:
                 raise AccessDenied(f"cannot read vault '{self.root}': permission denied",
@@ -99,12 +104,15 @@ class Directory(LockedLog):
         return False
 
     def create(self) -> None:
+        from pathlib import Path  # init's alone: its mkdir(parents=True) stays as it was
+
+        root = Path(self.root)
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(root, 0o700)
             for sub in (BLOBS, SECRETS) if self.new_format == "2" else (BLOBS,):
-                (self.root / sub).mkdir(mode=0o700, exist_ok=True)
-                os.chmod(self.root / sub, 0o700)
+                (root / sub).mkdir(mode=0o700, exist_ok=True)
+                os.chmod(root / sub, 0o700)
         except OSError as e:
             raise OperationError(f"cannot create vault '{self.root}': {e.strerror}") from e
 
@@ -120,13 +128,13 @@ class Directory(LockedLog):
         except NotADirectoryError:
             return None
         except OSError as e:
-            raise OperationError(f"cannot read '{self.root / rel}': {e.strerror}") from e
+            raise OperationError(f"cannot read '{join(self.root, rel)}': {e.strerror}") from e
 
     def _v1(self) -> tuple[bytes, dict[str, bytes]]:
         """vault.tsv's parts, split again only when the file was replaced (a read of every
         secret would otherwise split the whole file once per secret)."""
         try:
-            st = os.stat(self.root / INDEX)
+            st = os.stat(join(self.root, INDEX))
         except FileNotFoundError:
             raise no_vault(self.root) from None
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -158,7 +166,7 @@ class Directory(LockedLog):
         if self.format == "1":
             parts = self._v1()[1]
             found = {n: parts.get(parse_name(n, "secret")) for n in names}
-        elif os.path.exists(self.root / journal.JOURNAL):  # a commit halfway: its new bytes
+        elif os.path.exists(join(self.root, journal.JOURNAL)):  # a commit halfway: its new bytes
             found = {n: self._read(secret_path(n)) for n in names}
         else:  # a whole-vault read (list, fsck): plain reads, no journal lookups
             base = f"{self.root}/"
@@ -192,7 +200,7 @@ class Directory(LockedLog):
         if not self.exists():
             raise no_vault(self.root)
         found = []
-        top = self.root / SECRETS
+        top = join(self.root, SECRETS)
         for directory, dirs, files in os.walk(top):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             rel = os.path.relpath(directory, top)
@@ -216,7 +224,7 @@ class Directory(LockedLog):
         check_names(change)
         with self.locked(creating=True):
             try:
-                (self.root / BLOBS).mkdir(mode=0o700, exist_ok=True)
+                make_dir(join(self.root, BLOBS), 0o700)
                 if self.format == "1":
                     self._commit_v1(change)
                 else:
@@ -258,21 +266,21 @@ class Directory(LockedLog):
         for part in parts.values():
             lines += part.decode("ascii").splitlines(keepends=True)
         out = (HEADER + "".join(sorted(lines))).encode("ascii")
-        atomic_write_many(self.root / BLOBS, change.blobs)
+        atomic_write_many(join(self.root, BLOBS), change.blobs)
         events = [change.event, *change.more_events]
         # The new index is durable beside the old before its records are
         # appended: a record whose rename never happened is recognisable
         # by that temporary file (docs/format.md section 7).
-        tmp = write_temp(self.root / INDEX, out)
+        tmp = write_temp(join(self.root, INDEX), out)
         try:
             self._audit([(e, sha256_hex(out)) for e in events], self._incomplete_v1)
-            install(tmp, self.root / INDEX)
+            install(tmp, join(self.root, INDEX))
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            remove(tmp)
             raise
         wanted = set().union(*(layout.blobs_of(p) for p in parts.values()))
         for path in self._garbage(wanted):
-            path.unlink(missing_ok=True)
+            remove(path)
 
     def _commit_v2(self, change: Change) -> None:
         names = sorted(set(change.expect_secrets) | set(change.secrets))
@@ -297,7 +305,7 @@ class Directory(LockedLog):
             writes.append((secret_path(name), new))
             bound[name] = V2_PREFIX + (sha256_hex(new) if new else EMPTY)
         for path in self._garbage(None):  # what killed writers left (we hold the lock)
-            path.unlink(missing_ok=True)
+            remove(path)
         # new blobs first (a file names them), blobs of dropped versions last, all one step
         blobs = [(f"{BLOBS}/{d}", b) for d, b in sorted(change.blobs.items())]
         dropped = [(f"{BLOBS}/{d}", None) for d in sorted(change.drop_blobs - set(change.blobs))]
@@ -334,10 +342,11 @@ class Directory(LockedLog):
 
     # -- garbage -------------------------------------------------------------------------
 
-    def _garbage(self, wanted: set[str] | None) -> list[Path]:
+    def _garbage(self, wanted: set[str] | None) -> list[str]:
         """Blobs not in ``wanted``, and temporary files of dead writers (only those: None)."""
         found = []
-        for directory in (self.root, self.root / BLOBS) if wanted is not None else (self.root,):
+        blobs = join(self.root, BLOBS)
+        for directory in (self.root, blobs) if wanted is not None else (self.root,):
             try:
                 entries = list(os.scandir(directory))
             except FileNotFoundError:
@@ -346,11 +355,11 @@ class Directory(LockedLog):
                 stray = entry.name.startswith(TMP_PREFIX)
                 orphan = directory != self.root and entry.name not in (wanted or ())
                 if stray or orphan:
-                    found.append(Path(entry.path))
+                    found.append(entry.path)
         return found
 
     def strays(self, wanted: set[str]) -> list[str]:
-        return [p.name for p in self._garbage(wanted)]
+        return [os.path.basename(p) for p in self._garbage(wanted)]
 
     def migrate(self, event: Event, dry_run: bool = False) -> list[str]:
         """Convert a format-1 directory to format 2 (docs/format.md section 1.1).
@@ -367,7 +376,7 @@ class Directory(LockedLog):
             data = self._read(INDEX)
             if data is None:
                 raise no_vault(self.root)
-            layout.join(*layout.split_v1(data), where=str(self.root / INDEX))  # fully checked
+            layout.join(*layout.split_v1(data), where=join(self.root, INDEX))  # fully checked
             recipients, parts = layout.split_v1(data)
             files = [layout.RECIPIENTS, *(secret_path(n) for n in sorted(parts))]
             if dry_run:
@@ -375,21 +384,21 @@ class Directory(LockedLog):
             try:
                 import shutil  # off the read path
 
-                shutil.rmtree(self.root / SECRETS, ignore_errors=True)  # an earlier try's
-                made: set[Path] = set()
+                shutil.rmtree(join(self.root, SECRETS), ignore_errors=True)  # an earlier try's
+                made: set[str] = set()
                 for name, part in sorted(parts.items()):
-                    path = self.root / secret_path(name)
-                    journal.make_parents(self.root, path.parent)
+                    path = join(self.root, secret_path(name))
+                    journal.make_parents(self.root, parent(path))
                     journal.write_unsynced(path, part)
-                    made.add(path.parent)
+                    made.add(parent(path))
                 for directory in made:
                     fsync_dir(directory)
                 records = [(event.copy(secret=n, version="-"), binding(p))
                            for n, p in sorted(parts.items())]  # fmt: skip
                 new = V2 + recipients
                 self._audit([(event, binding(new)), *records], self._incomplete_v1)
-                atomic_write(self.root / layout.RECIPIENTS, new)
-                (self.root / INDEX).unlink()
+                atomic_write(join(self.root, layout.RECIPIENTS), new)
+                os.unlink(join(self.root, INDEX))
                 fsync_dir(self.root)
             except OSError as e:
                 raise OperationError(f"cannot migrate vault '{self.root}': {e.strerror}") from e

@@ -12,11 +12,10 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ossl_vault.errors import BusyError, NotFoundError, OperationError, VaultError
 from ossl_vault.storage.audit import AuditLog, Event
-from ossl_vault.storage.files import LockTimeout, flocked
+from ossl_vault.storage.files import LockTimeout, flocked, is_dir, join, plain
 from ossl_vault.storage.grouplog import GROUP_COMMIT, Pending
 
 LOCK = ".lock"
@@ -24,7 +23,7 @@ AUDIT_LOCK = ".audit.lock"
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-def no_vault(root: Path) -> NotFoundError:
+def no_vault(root: str | os.PathLike[str]) -> NotFoundError:
     return NotFoundError(
         f"no vault at '{root}'", hint="create one with 'ossl-vault init' or pass --vault DIR"
     )
@@ -34,8 +33,8 @@ class LockedLog:
     """A vault directory's write lock and audit log; drivers extend it."""
 
     def __init__(self, root: str | os.PathLike[str], lock_timeout: float | None) -> None:
-        self.root = Path(root)
-        self.location = str(self.root)
+        self.root = plain(root)  # as str(Path(root)) spelled it: error messages quote it
+        self.location = self.root
         self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
         self.held = 0  # depth of locked() in this object
         self.logged = 0  # records this process appended
@@ -64,9 +63,9 @@ class LockedLog:
             return
         import filelock  # off the read path: only writers pay for it
 
-        if not (self.root.is_dir() and (creating or self.exists())):
+        if not (is_dir(self.root) and (creating or self.exists())):
             raise no_vault(self.root)
-        lock = filelock.FileLock(str(self.root / LOCK), timeout=self.lock_timeout, mode=0o600)
+        lock = filelock.FileLock(join(self.root, LOCK), timeout=self.lock_timeout, mode=0o600)
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -145,7 +144,7 @@ class LockedLog:
     def _audit_lock(self) -> Iterator[None]:
         """Serialize appends to audit.log (taken inside the vault lock by writers)."""
         try:
-            with flocked(self.root / AUDIT_LOCK, self.lock_timeout):
+            with flocked(join(self.root, AUDIT_LOCK), self.lock_timeout):
                 yield
         except LockTimeout:
             raise BusyError(f"the audit log of '{self.root}' is busy") from None

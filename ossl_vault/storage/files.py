@@ -3,6 +3,13 @@
 The one way anything in a vault directory is replaced, so that a crash or kill -9
 at any instant leaves the old file or the new one. And :func:`flocked`, the
 audit log's lock, which every read takes.
+
+Paths are plain ``str``: ``pathlib`` costs a cold read 5 ms (it loads ``re``,
+``urllib.parse``, ``ipaddress``). :func:`plain`, :func:`join` and :func:`parent`
+spell a path exactly as ``str(Path(...))`` did, so error messages keep their
+text; :func:`exists`, :func:`is_dir`, :func:`is_file`, :func:`read_bytes`,
+:func:`remove` and :func:`make_dir` do what ``Path``'s methods did (a missing
+path is not there; EACCES raises).
 """
 
 from __future__ import annotations
@@ -14,9 +21,85 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 TMP_PREFIX = ".tmp."
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # pathlib's ignored errors
+
+
+def plain(path: str | os.PathLike[str]) -> str:
+    """``str(pathlib.Path(path))``: no empty or "." parts, no trailing "/"; two leading
+    "/" stay two (POSIX leaves them to the system), more become one; "" is "."."""
+    text = os.fspath(path)
+    slashes = len(text) - len(text.lstrip("/"))
+    root = "//" if slashes == 2 else "/" if slashes else ""
+    return root + "/".join(p for p in text.split("/") if p and p != ".") or "."
+
+
+def join(base: str, rel: str) -> str:
+    """``str(Path(base) / rel)`` for a :func:`plain` ``base`` and a relative ``rel`` whose
+    parts are plain (a record's path: no empty, "." or ".." part)."""
+    if base == ".":
+        return rel
+    return base + rel if base.endswith("/") else f"{base}/{rel}"
+
+
+def parent(path: str) -> str:
+    """``str(Path(path).parent)`` for a :func:`plain` path."""
+    return os.path.dirname(path) or "."
+
+
+def _mode(path: str | os.PathLike[str]) -> int | None:
+    """``st_mode`` (links followed), None where ``Path.exists`` would say False."""
+    try:
+        return os.stat(plain(path)).st_mode
+    except OSError as e:
+        if e.errno in _MISSING:
+            return None
+        raise
+    except ValueError:  # a path the system cannot take (a NUL byte)
+        return None
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """``Path(path).exists()``."""
+    return _mode(path) is not None
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    """``Path(path).is_dir()``."""
+    mode = _mode(path)
+    return mode is not None and stat.S_ISDIR(mode)
+
+
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """``Path(path).is_file()``."""
+    mode = _mode(path)
+    return mode is not None and stat.S_ISREG(mode)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """``Path(path).read_bytes()``."""
+    with open(plain(path), "rb") as f:
+        return f.read()
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """``Path(path).unlink(missing_ok=True)``."""
+    try:
+        os.unlink(plain(path))
+    except FileNotFoundError:
+        pass
+
+
+def make_dir(path: str | os.PathLike[str], mode: int = 0o777) -> None:
+    """``Path(path).mkdir(mode, exist_ok=True)``: a missing parent raises, an existing
+    directory does not."""
+    path = plain(path)
+    try:
+        os.mkdir(path, mode)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) or not is_dir(path):
+            raise
 
 
 class LockTimeout(Exception):
@@ -24,7 +107,7 @@ class LockTimeout(Exception):
 
 
 @contextmanager
-def flocked(path: Path, timeout: float) -> Iterator[None]:
+def flocked(path: str | os.PathLike[str], timeout: float) -> Iterator[None]:
     """Hold ``flock(LOCK_EX)`` on ``path`` (created 0600), waiting up to ``timeout`` seconds.
 
     The same lock as filelock's ``FileLock`` on that file (flock on Unix),
@@ -43,7 +126,7 @@ def flocked(path: Path, timeout: float) -> Iterator[None]:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
             if time.monotonic() >= deadline:
-                raise LockTimeout(str(path))
+                raise LockTimeout(os.fspath(path))
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
         yield  # closing fd releases the lock
@@ -51,7 +134,7 @@ def flocked(path: Path, timeout: float) -> Iterator[None]:
         os.close(fd)
 
 
-def no_links(root: Path, rel: str) -> None:
+def no_links(root: str | os.PathLike[str], rel: str) -> None:
     """Refuse (IntegrityError) a path under ``root`` that passes through a symbolic link.
 
     No writer makes one, and one committed to git (``secrets/db -> /home/x``)
@@ -60,7 +143,7 @@ def no_links(root: Path, rel: str) -> None:
     """
     from ossl_vault.errors import IntegrityError
 
-    path = str(root)
+    path = os.fspath(root)
     for part in rel.split("/"):
         path += "/" + part
         try:
@@ -74,7 +157,7 @@ def no_links(root: Path, rel: str) -> None:
             return
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make a rename or unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -83,19 +166,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new."""
+    path = plain(path)  # as Path(path) named it: "out/" is the file "out"
     tmp = write_temp(path, data, mode)
     try:
         install(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise
 
 
-def write_temp(path: Path, data: bytes, mode: int = 0o600) -> Path:
+def write_temp(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> str:
     """The first half of :func:`atomic_write`: ``data`` durable in a temp file beside ``path``."""
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = join(parent(plain(path)), f"{TMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -104,18 +188,21 @@ def write_temp(path: Path, data: bytes, mode: int = 0o600) -> Path:
             os.fchmod(f.fileno(), mode)  # whatever the umask
             os.fsync(f.fileno())
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise
     return tmp
 
 
-def install(tmp: Path, path: Path) -> None:
+def install(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """The second half: rename the temporary file into place, fsync the directory."""
+    path = plain(path)
     os.rename(tmp, path)
-    fsync_dir(path.parent)
+    fsync_dir(parent(path))
 
 
-def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o600) -> None:
+def atomic_write_many(
+    directory: str | os.PathLike[str], files: dict[str, bytes], mode: int = 0o600
+) -> None:
     """:func:`atomic_write` of many files into one directory, with one fsync of it.
 
     Each file is whole (written and fsynced) before it is renamed into place;
@@ -125,12 +212,14 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o60
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    directory = plain(directory)
     written = [
-        (directory / f"{TMP_PREFIX}{os.getpid()}.{os.urandom(8).hex()}", directory / name)
+        (join(directory, f"{TMP_PREFIX}{os.getpid()}.{os.urandom(8).hex()}"),
+         join(directory, name))
         for name in files
-    ]
+    ]  # fmt: skip
 
-    def write(tmp: Path, data: bytes) -> None:
+    def write(tmp: str, data: bytes) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -146,6 +235,6 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o60
             os.rename(tmp, path)
     except BaseException:
         for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
+            remove(tmp)
         raise
     fsync_dir(directory)

@@ -7,7 +7,6 @@ audit log's own lock, so reads never wait for writers.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from ossl_vault.storage.audit import Event
 
@@ -19,7 +18,7 @@ else:
 
 
 class Writer(Protocol):
-    root: Path
+    root: str
     audit_skipped: int
 
     def write_batch(self, batch: list[Pending]) -> None: ...
@@ -48,8 +47,8 @@ class GroupCommit:
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.queues: dict[Path, list[Pending]] = {}
-        self.writing: set[Path] = set()
+        self.queues: dict[str, list[Pending]] = {}
+        self.writing: set[str] = set()
 
     def submit(self, store: Writer, event: Event) -> Pending:
         pending = Pending(event)
@@ -98,7 +97,7 @@ class Deferred:
     def flush(self) -> None:
         with self.lock:
             queued, self.queued = self.queued, []
-        by_root: dict[Path, list[tuple[Writer, Pending]]] = {}
+        by_root: dict[str, list[tuple[Writer, Pending]]] = {}
         for store, pending in queued:
             by_root.setdefault(store.root, []).append((store, pending))
         error: BaseException | None = None

@@ -15,36 +15,50 @@ still exists (:func:`read`), so it sees the new state.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
 from ossl_vault.errors import IntegrityError, VaultError
-from ossl_vault.format.fields import parse_name
-from ossl_vault.storage.files import atomic_write, fsync_dir, no_links, write_temp
+from ossl_vault.format.fields import DIGITS, HEX, is_hex, made_of, parse_name
+from ossl_vault.storage.files import (
+    TMP_PREFIX,
+    atomic_write,
+    exists,
+    fsync_dir,
+    is_dir,
+    join,
+    make_dir,
+    no_links,
+    parent,
+    plain,
+    read_bytes,
+    remove,
+    write_temp,
+)
 
 JOURNAL = ".commit"
 
 Step = tuple[str | None, str]  # (temporary file or None to delete, target), relative paths
 
 
-def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
+def stage(root: str | os.PathLike[str], writes: list[tuple[str, bytes | None]]) -> list[Step]:
     """Write each new file's bytes to a durable temporary file in ``root``.
 
     Many files (a bulk change) are written on a few threads: concurrent fsyncs
     share the file system's journal commits, so 4,000 files cost far fewer waits.
     """
+    root = plain(root)
     steps: list[Step | None] = [None] * len(writes)
     try:
         for i, (rel, data) in enumerate(writes):
             if data is None:
                 steps[i] = (None, rel)
             else:
-                make_parents(root, (root / rel).parent)
+                make_parents(root, parent(join(root, rel)))
 
         def one(i: int) -> None:
             rel, data = writes[i]
             assert data is not None
-            steps[i] = (write_temp(root / JOURNAL, data).name, rel)  # in the top directory
+            tmp = write_temp(join(root, JOURNAL), data)  # in the top directory
+            steps[i] = (os.path.basename(tmp), rel)
 
         todo = [i for i, (_, data) in enumerate(writes) if data is not None]
         if len(todo) > 8:
@@ -61,7 +75,7 @@ def stage(root: Path, writes: list[tuple[str, bytes | None]]) -> list[Step]:
     return [s for s in steps if s is not None]
 
 
-def write_unsynced(path: Path, data: bytes) -> None:
+def write_unsynced(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a new file and fsync it; the caller fsyncs its directory once for many."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -70,74 +84,87 @@ def write_unsynced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def make_parents(root: Path, directory: Path) -> None:
+def make_parents(root: str | os.PathLike[str], directory: str | os.PathLike[str]) -> None:
     """Make ``directory`` and its missing parents (0700), each durably."""
+    directory = plain(directory)
     missing = []
-    while not directory.is_dir():
+    while not is_dir(directory):
         missing.append(directory)
-        directory = directory.parent
+        directory = parent(directory)
     for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
-        fsync_dir(d.parent)
+        make_dir(d, 0o700)
+        fsync_dir(parent(d))
 
 
-def discard(root: Path, steps: list[Step]) -> None:
+def discard(root: str | os.PathLike[str], steps: list[Step]) -> None:
     """Remove the temporary files of a change that will not happen."""
+    root = plain(root)
     for tmp, _ in steps:
         if tmp is not None:
-            (root / tmp).unlink(missing_ok=True)
+            remove(join(root, tmp))
 
 
-def apply(root: Path, steps: list[Step]) -> None:
+def apply(root: str | os.PathLike[str], steps: list[Step]) -> None:
     """Put staged files into place: one rename, or a journal and its steps."""
     if not steps:
         return
+    root = plain(root)
     if len(steps) == 1:
         _run(root, steps)
         return
     text = "".join(f"rename\t{t}\t{r}\n" if t else f"delete\t{r}\n" for t, r in steps)
-    atomic_write(root / JOURNAL, text.encode("ascii"))
+    atomic_write(join(root, JOURNAL), text.encode("ascii"))
     _run(root, steps)
-    (root / JOURNAL).unlink()
+    os.unlink(join(root, JOURNAL))
     fsync_dir(root)
 
 
-def _run(root: Path, steps: list[Step]) -> None:
+def _run(root: str, steps: list[Step]) -> None:
     for _tmp, rel in steps:  # a rename or unlink through a folder link would leave the vault
         no_links(root, rel)
-    touched: set[Path] = set()
+    touched: set[str] = set()
     for tmp, rel in steps:
-        target = root / rel
+        target = join(root, rel)
         if tmp is None:
-            target.unlink(missing_ok=True)
-            touched.add(target.parent)
-        elif (root / tmp).exists():  # else a rolled-forward step that already ran
-            os.rename(root / tmp, target)
-            touched.add(target.parent)
+            remove(target)
+            touched.add(parent(target))
+        elif exists(join(root, tmp)):  # else a rolled-forward step that already ran
+            os.rename(join(root, tmp), target)
+            touched.add(parent(target))
     for d in touched | {root}:
         fsync_dir(d)
     for tmp, rel in steps:  # directories a removed secret leaves empty
         if tmp is None:
-            _prune(root, (root / rel).parent)
+            _prune(root, parent(join(root, rel)))
 
 
-def _prune(root: Path, directory: Path) -> None:
-    top = root / "secrets"
-    while directory != top and top in directory.parents:
+def _prune(root: str, directory: str) -> None:
+    below = join(root, "secrets") + "/"  # only folders below secrets/ go
+    while directory.startswith(below):
         try:
-            directory.rmdir()
+            os.rmdir(directory)
         except OSError:
             return
-        directory = directory.parent
+        directory = parent(directory)
 
 
-_TMP = re.compile(r"\.tmp\.[0-9]{1,10}\.[0-9a-f]{8,16}\Z")
-_BLOB = re.compile(r"blobs/[0-9a-f]{64}\Z")
+def _is_tmp(name: str) -> bool:
+    """A temporary file's name: ``.tmp.PID.HEX``, 1 to 10 digits and 8 to 16 lowercase hex
+    digits (:func:`~ossl_vault.storage.files.write_temp` makes them)."""
+    pid, dot, tag = name.removeprefix(TMP_PREFIX).partition(".")
+    return (
+        name.startswith(TMP_PREFIX)
+        and 0 < len(pid) <= 10
+        and made_of(pid, DIGITS)
+        and dot == "."
+        and 8 <= len(tag) <= 16
+        and made_of(tag, HEX)
+    )
 
 
 def _target(rel: str) -> str:
     """A journal's TARGET: recipients.tsv, blobs/<hex64> or secrets/<NAME>.tsv, else refused."""
-    if rel == "recipients.tsv" or _BLOB.match(rel):
+    if rel == "recipients.tsv" or (rel.startswith("blobs/") and is_hex(rel[len("blobs/") :], 64)):
         return rel
     if rel.startswith("secrets/") and rel.endswith(".tsv"):
         try:
@@ -156,10 +183,10 @@ def _damaged() -> IntegrityError:
     )
 
 
-def _steps(root: Path) -> list[Step] | None:
+def _steps(root: str) -> list[Step] | None:
     """The journal's steps, every path checked: nothing outside the vault's records."""
     try:
-        text = (root / JOURNAL).read_bytes().decode("ascii")
+        text = read_bytes(join(root, JOURNAL)).decode("ascii")
     except FileNotFoundError:
         return None
     except (UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
@@ -169,7 +196,7 @@ def _steps(root: Path) -> list[Step] | None:
     steps: list[Step] = []
     for line in text.splitlines():
         f = line.split("\t")
-        if f[0] == "rename" and len(f) == 3 and _TMP.match(f[1]):
+        if f[0] == "rename" and len(f) == 3 and _is_tmp(f[1]):
             steps.append((f[1], _target(f[2])))
         elif f[0] == "delete" and len(f) == 2:
             steps.append((None, _target(f[1])))
@@ -178,26 +205,28 @@ def _steps(root: Path) -> list[Step] | None:
     return steps
 
 
-def settle(root: Path) -> None:
+def settle(root: str | os.PathLike[str]) -> None:
     """Finish the journal a crashed writer left (caller holds the lock)."""
+    root = plain(root)
     steps = _steps(root)
     if steps is None:
         return
     _run(root, steps)
-    (root / JOURNAL).unlink(missing_ok=True)
+    remove(join(root, JOURNAL))
     fsync_dir(root)
 
 
-def read(root: Path, rel: str) -> bytes:
+def read(root: str | os.PathLike[str], rel: str) -> bytes:
     """A file's bytes as the newest commit leaves them (FileNotFoundError when absent)."""
-    if os.path.exists(root / JOURNAL):
+    root = plain(root)
+    if os.path.exists(join(root, JOURNAL)):
         for tmp, target in _steps(root) or []:
             if target != rel:
                 continue
             if tmp is None:
                 raise FileNotFoundError(rel)
             try:
-                return (root / tmp).read_bytes()
+                return read_bytes(join(root, tmp))
             except FileNotFoundError:
                 break  # already renamed: the target holds it
-    return (root / rel).read_bytes()
+    return read_bytes(join(root, rel))

@@ -50,7 +50,7 @@ def unlanded(
     return out
 
 
-def pending_indexes(root: Path) -> set[str]:
+def pending_indexes(root: str | os.PathLike[str]) -> set[str]:
     """hex(SHA-256) of each unfinished write's temporary file in the vault directory."""
     found = set()
     try:

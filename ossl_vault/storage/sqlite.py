@@ -53,7 +53,7 @@ class Sqlite(LockedLog):
 
     def __init__(self, root: str | os.PathLike[str], lock_timeout: float | None = None) -> None:
         super().__init__(root, lock_timeout)
-        self.path = self.root / DATABASE
+        self.path = Path(self.root) / DATABASE
         self._db: sqlite3.Connection | None = None
 
     def _conn(self) -> sqlite3.Connection:
@@ -83,7 +83,7 @@ class Sqlite(LockedLog):
 
     def create(self) -> None:
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            Path(self.root).mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.root, 0o700)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 from ossl_vault.errors import IntegrityError, UsageError, VaultError
 from ossl_vault.format import layout
@@ -23,7 +22,7 @@ from ossl_vault.format.records import Index
 from ossl_vault.openssl.crypto import sha256_hex
 from ossl_vault.storage.audit import Event
 from ossl_vault.storage.backend import Backend, Change, Part
-from ossl_vault.storage.files import TMP_PREFIX, atomic_write
+from ossl_vault.storage.files import TMP_PREFIX, atomic_write, exists, join, plain
 from ossl_vault.storage.grouplog import Deferred
 
 __all__ = ["Deferred", "Store", "open_backend"]
@@ -57,7 +56,8 @@ class Store:
         fmt: str = "2",
     ) -> None:
         self.backend = open_backend(root, lock_timeout, fmt)
-        self.root = Path(os.fspath(root).removeprefix("sqlite:"))  # audit.log lives here
+        # audit.log lives here; spelled as str(Path(root)) was: error messages quote it
+        self.root = plain(os.fspath(root).removeprefix("sqlite:"))
         self.op = op  # the operation audit records name
         self.deferred: Deferred | None = None  # reads recorded at once, before any value goes out
 
@@ -74,9 +74,9 @@ class Store:
         return self.backend.audit_skipped  # type: ignore[attr-defined, no-any-return]
 
     @property
-    def index_path(self) -> Path:
+    def index_path(self) -> str:
         """The v1 index file (absent from other formats)."""
-        return self.root / "vault.tsv"
+        return join(self.root, "vault.tsv")
 
     @property
     def format(self) -> str:
@@ -118,14 +118,14 @@ class Store:
 
     def write_gitignore(self) -> None:
         """The lock files and unfinished writes are not for git (docs/teams.md)."""
-        path = self.root / GITIGNORE
-        if not path.exists():
+        path = join(self.root, GITIGNORE)
+        if not exists(path):
             atomic_write(path, IGNORED.encode())
 
     def check_audit_log(self) -> None:
         """Refuse a vault whose audit log is gone, before anything else is done with it."""
-        log = self.root / "audit.log"
-        if self.exists() and not log.exists():
+        log = join(self.root, "audit.log")
+        if self.exists() and not exists(log):
             raise IntegrityError(
                 f"the audit log '{log}' is missing", hint="restore it from a backup"
             )

@@ -270,10 +270,10 @@ def export_bundle(
     return body + f"end\t{crypto.sha256_hex(body)}\n".encode(), notes
 
 
-def audit_trail(root: Path, names: set[str]) -> list[str]:
+def audit_trail(root: str | os.PathLike[str], names: set[str]) -> list[str]:
     """The audit.log records (13 TAB-separated fields, 8th the secret) of ``names``."""
     try:
-        text = (root / "audit.log").read_text("ascii")
+        text = (Path(root) / "audit.log").read_text("ascii")
     except (OSError, UnicodeDecodeError):
         return []
     return [
