@@ -151,6 +151,40 @@ class Setup:
 
         return run
 
+    def make_floor(self) -> Run:
+        """The two openssl processes a read needs and nothing else, on both cores.
+
+        Each secret's ``pkeyutl -decrypt`` of its wrap and ``enc -d`` of its blob (the
+        key, derived beforehand, on a pipe), two secrets at a time, started the way
+        ossl-vault starts them (openssl/proc.py): no format checks, no MAC, no audit
+        record. No reader that runs two openssl processes a secret can beat it.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ossl_vault.format.seal import VALUE_ENC
+        from ossl_vault.openssl import crypto, proc
+
+        vault, jobs = Vault(str(self.vault)), {}
+        for name in self.values:
+            index = vault.store.read_secret(name)
+            v = index.versions[name][-1]
+            w = index.wraps[(name, v.version)][0]
+            key = crypto.hkdf(crypto.rsa_oaep_decrypt(str(self.key), w.ct), VALUE_ENC).hex()
+            jobs[name] = (w.ct, vault.store.read_blob(v.blob), key, v)
+
+        def read(name: str) -> bytes:
+            wrap, ct, key, v = jobs[name]
+            args = ["pkeyutl", "-decrypt", "-inkey", str(self.key), *crypto.OAEP_OPTS]
+            proc.openssl(args, stdin=wrap)
+            return crypto.dec(ct, key, v.salt, v.iv, v.iterations)
+
+        def run(names: list[str]) -> None:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                for name, value in zip(names, pool.map(read, names), strict=True):
+                    assert value == self.values[name]
+
+        return run
+
     def make_age(self) -> Run | None:
         if not (shutil.which("age") and shutil.which("age-keygen")):
             return None
@@ -192,6 +226,7 @@ def measure(setup: Setup, runs: int) -> tuple[dict[str, tuple[float, float]], di
         "agent (warm), coprocess batch": lambda n: setup.coproc(n, True, setup.agent_env),
     }
     others = {
+        "floor: 2 openssl a read, 2 cores": setup.make_floor(),
         "openssl pipeline, per secret": setup.make_script(ROOT / "bench" / "openssl-pipeline"),
         "recovery script, per secret": setup.make_script(ROOT / "scripts" / "ossl-vault-recover"),
         "pass show": setup.make_pass(),
@@ -246,6 +281,9 @@ def report(table: dict[str, tuple[float, float]], notes: dict[str, float], count
             verdict = "ok" if ratio <= 1.5 else "MISSED"
             print(f"  {count} reads, no agent, {name} / {count} age -d: {ratio:.2f}x (<= 1.5): "
                   f"{verdict}")  # fmt: skip
+        floor = table["floor: 2 openssl a read, 2 cores"][1] / age
+        print(f"    (the floor of any reader running two openssl processes a read, "
+              f"{os.cpu_count()} at a time: {floor:.2f}x)")  # fmt: skip
     else:
         print("  age not installed: the coprocess / age -d target is not measured")
     if "pass show" in table:  # pass asks gpg-agent, which holds the unlocked key: so does ours
