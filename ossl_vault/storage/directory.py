@@ -170,11 +170,14 @@ class Directory(LockedLog):
             found = {n: self._read(secret_path(n)) for n in names}
         else:  # a whole-vault read (list, fsck): plain reads, no journal lookups
             base = f"{self.root}/"
-            found = {}
+            found, folders = {}, set()
             for n in names:
                 rel = secret_path(n)
-                no_links(self.root, rel)
-                found[n] = self._read_plain(base + rel)
+                folder = rel.rpartition("/")[0]  # each folder checked once (10,000 secrets
+                if folder not in folders:  # in 100 folders: 100 checks, not 30,000 lstat)
+                    no_links(self.root, folder)
+                    folders.add(folder)
+                found[n] = self._read_plain(base + rel)  # O_NOFOLLOW: the file itself
         return {n: None if d is None else Part(d, sha256_hex(d)) for n, d in found.items()}
 
     @staticmethod
