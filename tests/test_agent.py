@@ -584,6 +584,29 @@ def test_the_agent_refuses_a_symlinked_vault_tsv(
         assert "symbolic link" in r.err
 
 
+def test_a_full_get_many_reply_leaves_the_rest_to_the_client(
+    vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
+) -> None:
+    """Two values of 800 kB would not fit one 2 MiB reply line. With one name more than
+    workers, one worker's share holds two: the agent answers the first and leaves the
+    second unread and unrecorded, and env reads it itself; each value is read and
+    recorded once."""
+    from ossl_vault.ops.read import WORKERS
+
+    enc, pf = enc_key
+    names = [f"big{i}" for i in range(WORKERS + 1)]  # the first share: big0 and the last
+    big = {n: os.urandom(400_000).hex().encode() for n in names}  # 800 kB: 2 too many a line
+    for n, value in big.items():
+        vault.ok("put", n, input=value)
+    a = start(vault, tmp_path, agents, "--key-passphrase-file", str(pf), identity=enc)
+    before = len(vault.audit())
+    r = vault.run("env", *names, env=a.env)
+    assert r.rc == 0, r.err
+    assert r.out == b"".join(b"export %s='%s'\n" % (n.upper().encode(), v) for n, v in big.items())
+    records = sorted((rec[6], rec[7]) for rec in vault.audit()[before:])
+    assert records == sorted([("agent:get", n) for n in names[:-1]] + [("env", names[-1])])
+
+
 def test_a_get_the_agent_cannot_answer_asks_it_once(
     vault: VaultDir, tmp_path: Path, enc_key: tuple[Path, Path], agents: list[Agent]
 ) -> None:

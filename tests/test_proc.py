@@ -10,9 +10,13 @@ that asked, the default action for SIGPIPE, and no child left behind.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
+from conftest import CLI, VaultDir
 
 from ossl_vault.errors import OperationError
 from ossl_vault.openssl import crypto, proc
@@ -112,3 +116,32 @@ def test_openssl_versions(text: str, want: tuple[int, int, int]) -> None:
 def test_other_versions_are_refused(text: str) -> None:
     with pytest.raises(OperationError, match="cannot use"):
         proc.parse_version(text)
+
+
+def test_a_read_with_stdin_closed(vault: VaultDir) -> None:
+    """Started with fd 0 closed, a pipe's end landed on 0 and the child's dup2 onto its
+    stdin replaced it: enc -d never got its key, and get exited 1 without a word."""
+    vault.ok("put", "db", input=b"s3cret")
+    for read_path in ("1", "0"):  # the light path and click's
+        argv = [*CLI, "--vault", str(vault.path), "-i", str(vault.keydir / "rsa.key"), "get", "db"]
+        env = {**vault.env, "OSSL_VAULT_FAST_PATH": read_path}
+        p = subprocess.run(["bash", "-c", 'exec "$@" <&-', "-", *argv], capture_output=True,
+                           env=env, timeout=60)  # fmt: skip
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"s3cret", b""), read_path
+
+
+def test_children_do_not_inherit_the_callers_fds(vault: VaultDir, tmp_path: Path) -> None:
+    """subprocess closed the fds a caller handed in (close_fds); posix_spawn children
+    must not hold them either (a caller's lock or pipe would stay open in them)."""
+    vault.ok("put", "db", input=b"s3cret")
+    log = tmp_path / "fds.log"
+    shim = tmp_path / "openssl"
+    shim.write_text(f'#!/bin/sh\n[ -e /proc/$$/fd/7 ] && echo "$1 holds fd 7" >>{log}\n'
+                    f'exec {shutil.which("openssl")} "$@"\n')  # fmt: skip
+    shim.chmod(0o755)
+    argv = [*CLI, "--vault", str(vault.path), "-i", str(vault.keydir / "rsa.key"), "get", "db"]
+    env = {**vault.env, "OSSL_VAULT_OPENSSL": str(shim)}
+    p = subprocess.run(["bash", "-c", f'exec "$@" 7<{log.parent}', "-", *argv],
+                       capture_output=True, env=env, timeout=60)  # fmt: skip
+    assert (p.returncode, p.stdout) == (0, b"s3cret"), p.stderr
+    assert not log.exists(), log.read_text()

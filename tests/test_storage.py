@@ -507,6 +507,8 @@ def test_a_commit_cut_halfway_reads_alike_in_python_and_bash(
     recover = [str(ROOT / "scripts" / "ossl-vault-recover"), str(v.path), "a"]
     p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
     assert (p.returncode, p.stdout) == (0, b"new value"), p.stderr
+    py, sh = verdicts(v, "dir2")  # both verifiers read the journal too: the log holds
+    assert py[0] == sh[0] == 0, (py, sh)
     v.ok("put", "b", input=b"x")  # the next writer finishes the journal
     assert not (v.path / ".commit").exists() and v.ok("get", "a").out == b"new value"
 
@@ -542,6 +544,31 @@ def test_the_journal_accepts_the_spellings_its_patterns_did() -> None:
             except IntegrityError:
                 accepted = False
             assert accepted == bool(blob.match(rel)), rel
+
+
+def test_both_verifiers_see_a_planted_journal(
+    tmp_path: Path, keydir: Path, env: dict[str, str]
+) -> None:
+    """A .commit and temporary files planted with no audit record for them: get would
+    read the planted bytes, so both verifiers judge the vault as get reads it (exit 5
+    with the same words); the bash one once hashed the plain files and passed."""
+    v = VaultDir(tmp_path / "vault", keydir, env)
+    v.ok("init", "--recipient", f"host={keydir / 'rsa.pem'}", identity=None)
+    v.ok("put", "a", input=b"value")
+    newer = VaultDir(tmp_path / "newer", keydir, env)
+    shutil.copytree(v.path, newer.path)
+    newer.ok("put", "a", input=b"planted")
+    new_file = newer.path / "secrets" / "a.tsv"
+    blob = next(line.split("\t")[13] for line in new_file.read_text().splitlines()
+                if line.startswith("secret\ta\t2\t"))  # fmt: skip
+    shutil.copy(newer.path / "blobs" / blob, v.path / ".tmp.1.bbbbbbbb")
+    shutil.copy(new_file, v.path / ".tmp.1.aaaaaaaa")
+    (v.path / ".commit").write_text(
+        f"rename\t.tmp.1.bbbbbbbb\tblobs/{blob}\nrename\t.tmp.1.aaaaaaaa\tsecrets/a.tsv\n"
+    )
+    assert v.ok("get", "a").out == b"planted"  # what a reader now gets
+    py, sh = verdicts(v, "dir2")
+    assert py == sh and py[0] == 5 and "does not match" in py[1], (py, sh)
 
 
 @pytest.mark.parametrize("how", ["dash-name", "symlink"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from ossl_vault import __version__
 from ossl_vault.agent.client import FINAL, Connections, RemoteError, forward
 from ossl_vault.agent.keyring import Keyring
-from ossl_vault.errors import UsageError, VaultError
+from ossl_vault.errors import FAILED, UsageError, VaultError
 from ossl_vault.format.fields import b64
 from ossl_vault.ops.vault import Vault
 
@@ -100,7 +100,11 @@ class Operations:
             raise UsageError(f"field 'names' must hold 1 to {MAX_MANY} names")
         records = vault.store.deferred = Deferred()
         results: list[dict[str, object]] = []
+        size = 0  # of the reply so far: it must fit one line (MAX_LINE) with one more value
         for name in names:
+            if size > REPLY_BUDGET:  # not read, not recorded: the client reads it itself
+                results.append({"error": {"code": FAILED, "message": "the reply is full"}})
+                continue
             try:
                 results.append(self._read(vault, name, None, fields.get("password_b64")))
             except VaultError as e:
@@ -109,6 +113,7 @@ class Operations:
                 error.update({"hint": e.hint} if e.hint else {})
                 error.update({"final": True} if e.final else {})
                 results.append({"error": error})
+            size += len(str(results[-1]))
         records.flush()
         return {"results": results}
 
@@ -172,6 +177,9 @@ class Operations:
 
 
 MAX_MANY = 1000  # names in one get_many request
+# get_many stops reading at this many bytes of reply: the largest value (1 MiB, 1.4 MiB
+# of base64) still fits after it in the protocol's 2 MiB line (docs/protocol.md)
+REPLY_BUDGET = 600_000
 
 
 def failed(vault: Vault, name: str, e: VaultError) -> None:

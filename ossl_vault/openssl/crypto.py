@@ -12,8 +12,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ossl_vault.errors import OperationError
 from ossl_vault.openssl import cache
-from ossl_vault.openssl.proc import SecretFds, openssl, prestart, start
+from ossl_vault.openssl.proc import SecretFds, openssl, pipe, prestart, start
 
 CIPHER = "aes-256-cbc"
 KDF = "pbkdf2"
@@ -92,7 +93,7 @@ class Decryption:
     """
 
     def __init__(self, salt: bytes, iv: bytes, iterations: int) -> None:
-        r, self._key_w = os.pipe()
+        r, self._key_w = pipe()
         try:
             args = _enc_args(True, iterations, salt, iv, r)
             self._child = start(args, pass_fds=[r], what="openssl enc -d")
@@ -106,6 +107,11 @@ class Decryption:
         """The plaintext; raises ``OpensslFailed`` on a padding error."""
         try:
             os.write(self._key_w, password.encode() + b"\n")  # a pipe holds it whole
+        except OSError as e:  # it ended before reading its key (killed, out of memory)
+            self.cancel()
+            raise OperationError(
+                f"openssl enc -d ended before it took its key: {e.strerror}"
+            ) from None
         finally:
             self._close_key()
         return self._child.finish(data)

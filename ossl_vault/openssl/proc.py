@@ -11,6 +11,7 @@ stderr together through ``poll``, so no pipe blocks however large the value.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 from _signal import SIGKILL, SIGPIPE, SIGXFSZ  # the C module: ``signal`` loads enum
@@ -39,6 +40,23 @@ class OpensslFailed(OperationError):
         self.stderr = stderr
 
 
+def pipe() -> tuple[int, int]:
+    """``os.pipe()`` with both ends at fd 3 or above (close-on-exec, as os.pipe's).
+
+    A child's stdin, stdout and stderr are dup2'd onto 0, 1 and 2; started
+    with one of those closed, this process would get a pipe end there, and
+    the dup2 would silently replace it in the child (a key pipe with no reader).
+    """
+    ends = []
+    for fd in os.pipe():
+        if fd < 3:
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = moved
+        ends.append(fd)
+    return ends[0], ends[1]
+
+
 class SecretFds:
     """Pipes carrying secrets to one child: ``with SecretFds(a, b) as fds``.
 
@@ -55,7 +73,7 @@ class SecretFds:
             for data in self._secrets:
                 if len(data) > _PIPE_LIMIT:
                     raise OperationError("secret too large to pass on a pipe")
-                r, w = os.pipe()
+                r, w = pipe()
                 self.fds.append(r)
                 try:
                     os.write(w, data)
@@ -210,6 +228,33 @@ def run_tool(
     return _run([path, *argv[1:]], stdin, pass_fds, what or argv[0])
 
 
+_inherited: list[int] | None = None  # see _inherited_fds
+
+
+def _inherited_fds() -> list[int]:
+    """The fds above 2 this process was given open and would hand on to a child.
+
+    subprocess closes them in its children (close_fds); so do ours. Only a
+    caller hands such fds in (every fd Python opens is close-on-exec), so
+    they are listed once; each is checked again at every spawn.
+    """
+    global _inherited
+    if _inherited is None:
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:
+            names = []
+        _inherited = [int(n) for n in names if n.isdigit() and int(n) > 2]
+    found = []
+    for fd in _inherited:
+        try:
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # closed since (or the directory listing's own fd)
+            continue
+    return found
+
+
 # What a child starts with: the default action for the signals Python ignores
 # (SIGPIPE, SIGXFSZ), as subprocess's restore_signals gives.
 _DEFAULT_SIGNALS = (SIGPIPE, SIGXFSZ)
@@ -249,6 +294,7 @@ class Child:
                 (os.POSIX_SPAWN_DUP2, out_w, 1),
                 (os.POSIX_SPAWN_DUP2, err_w, 2),
                 *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds),
+                *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds() if fd not in pass_fds),
             ]
             try:
                 self.pid = os.posix_spawn(
@@ -263,7 +309,7 @@ class Child:
             raise
 
     def _pipe(self) -> tuple[int, int]:
-        r, w = os.pipe()
+        r, w = pipe()
         self.ends += (r, w)
         return r, w
 

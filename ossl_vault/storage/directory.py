@@ -166,10 +166,9 @@ class Directory(LockedLog):
         if self.format == "1":
             parts = self._v1()[1]
             found = {n: parts.get(parse_name(n, "secret")) for n in names}
-        elif os.path.exists(join(self.root, journal.JOURNAL)):  # a commit halfway: its new bytes
+        elif os.path.lexists(join(self.root, journal.JOURNAL)):  # a commit halfway: new bytes
             found = {n: self._read(secret_path(n)) for n in names}
         else:  # a whole-vault read (list, fsck): plain reads, no journal lookups
-            base = f"{self.root}/"
             found, folders = {}, set()
             for n in names:
                 rel = secret_path(n)
@@ -177,18 +176,19 @@ class Directory(LockedLog):
                 if folder not in folders:  # in 100 folders: 100 checks, not 30,000 lstat)
                     no_links(self.root, folder)
                     folders.add(folder)
-                found[n] = self._read_plain(base + rel)  # O_NOFOLLOW: the file itself
+                found[n] = self._read_plain(rel)  # O_NOFOLLOW: the file itself
         return {n: None if d is None else Part(d, sha256_hex(d)) for n, d in found.items()}
 
-    @staticmethod
-    def _read_plain(path: str) -> bytes | None:
+    def _read_plain(self, rel: str) -> bytes | None:
         """A file's bytes, None when absent (a secret removed since it was listed)."""
+        path = join(self.root, rel)
         try:  # the caller checked the folders (no_links); O_NOFOLLOW closes the race on the file
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            if e.errno == errno.ELOOP:
+            if e.errno == errno.ELOOP:  # the file is one: said as every reader says it
+                no_links(self.root, rel)
                 raise IntegrityError(f"'{path}' is a symbolic link, not a record file") from None
             raise OperationError(f"cannot read '{path}': {e.strerror}") from e
         try:

@@ -14,6 +14,7 @@ still exists (:func:`read`), so it sees the new state.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ossl_vault.errors import IntegrityError, VaultError
@@ -183,10 +184,22 @@ def _damaged() -> IntegrityError:
     )
 
 
+def _read_own(path: str) -> bytes:
+    """The journal's or a TMP's bytes; a symbolic link there is refused (git keeps links)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _damaged() from None
+        raise
+    with open(fd, "rb", buffering=0) as f:
+        return f.readall()
+
+
 def _steps(root: str) -> list[Step] | None:
     """The journal's steps, every path checked: nothing outside the vault's records."""
     try:
-        text = read_bytes(join(root, JOURNAL)).decode("ascii")
+        text = _read_own(join(root, JOURNAL)).decode("ascii")
     except FileNotFoundError:
         return None
     except (UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
@@ -194,7 +207,7 @@ def _steps(root: str) -> list[Step] | None:
     if text and not text.endswith("\n"):
         raise _damaged()
     steps: list[Step] = []
-    for line in text.splitlines():
+    for line in text.split("\n")[:-1]:  # LF alone ends a line, as bash reads it
         f = line.split("\t")
         if f[0] == "rename" and len(f) == 3 and _is_tmp(f[1]):
             steps.append((f[1], _target(f[2])))
@@ -219,14 +232,14 @@ def settle(root: str | os.PathLike[str]) -> None:
 def read(root: str | os.PathLike[str], rel: str) -> bytes:
     """A file's bytes as the newest commit leaves them (FileNotFoundError when absent)."""
     root = plain(root)
-    if os.path.exists(join(root, JOURNAL)):
+    if os.path.lexists(join(root, JOURNAL)):  # a dangling link too: refused by _steps
         for tmp, target in _steps(root) or []:
             if target != rel:
                 continue
             if tmp is None:
                 raise FileNotFoundError(rel)
             try:
-                return read_bytes(join(root, tmp))
+                return _read_own(join(root, tmp))
             except FileNotFoundError:
                 break  # already renamed: the target holds it
     return read_bytes(join(root, rel))
