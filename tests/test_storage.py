@@ -454,11 +454,14 @@ def test_kill9_during_migrate_leaves_format_1_or_2(
         b"delete\tsecrets/../../outside/victim.tsv\n",
         b"\xff\n",
         b"rename\t.tmp.1.abcdef01\n",
+        b"rename\t\t.tmp.1.abcdef01\tsecrets/a.tsv\n",  # bash's read folds a doubled TAB
+        b"rename\t.tmp.1.abcdef01\tsecrets/a.tsv\rdelete\trecipients.tsv\n",  # CR: no line end
         None,  # a directory where the journal would be
+        "tmp-link",  # a well-formed step whose TMP is a symbolic link out of the vault
     ],
 )
 def test_a_hostile_or_damaged_journal_is_refused(
-    tmp_path: Path, keydir: Path, env: dict[str, str], journal: bytes | None
+    tmp_path: Path, keydir: Path, env: dict[str, str], journal: bytes | str | None
 ) -> None:
     """A .commit that names anything but the vault's records (a teammate can commit one
     with git add -f) is an integrity failure for readers and writers: nothing outside
@@ -473,11 +476,18 @@ def test_a_hostile_or_damaged_journal_is_refused(
     v.ok("put", "a", input=b"value")
     if journal is None:
         (v.path / ".commit").mkdir()
+    elif journal == "tmp-link":
+        (v.path / ".tmp.1.abcdef01").symlink_to(outside / "shadow")
+        (v.path / ".commit").write_bytes(b"rename\t.tmp.1.abcdef01\tsecrets/a.tsv\n")
     else:
         (v.path / ".commit").write_bytes(journal)
     for args in (("put", "b"), ("get", "a"), ("list",)):
         r = v.run(*args, input=b"x")
-        assert_error(r, 5, "commit journal '.commit' is damaged")
+        if journal == "tmp-link":  # refused as a damaged journal, or as a link on a path
+            assert_error(r, 5)
+            assert "is damaged" in r.err or "symbolic link" in r.err, r.err
+        else:
+            assert_error(r, 5, "commit journal '.commit' is damaged")
         assert "SECRETHASH" not in r.err
     recover = [str(ROOT / "scripts" / "ossl-vault-recover"), str(v.path), "a"]
     p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
@@ -614,6 +624,9 @@ def test_a_symlink_under_secrets_is_refused_for_reads_and_writes(
     before = sorted(p.name for p in elsewhere.iterdir())
     assert_error(v.run("put", "db/x", input=b"new"), 5, "symbolic link")
     assert_error(v.run("get", "db/real"), 5, "symbolic link")
-    if link == "file":
-        assert_error(v.run("list"), 5, "symbolic link")
+    if link == "file":  # the readers' words and hint, whole-vault read or not
+        assert_error(v.run("list"), 5, "'secrets/db/real.tsv' in vault", "passes through")
+    recover = [str(ROOT / "scripts" / "ossl-vault-recover"), str(v.path), "db/real"]
+    p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
+    assert p.returncode == 5 and b"symbolic link" in p.stderr, p.stderr  # the script too
     assert sorted(p.name for p in elsewhere.iterdir()) == before

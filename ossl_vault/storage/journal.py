@@ -121,8 +121,10 @@ def apply(root: str | os.PathLike[str], steps: list[Step]) -> None:
 
 
 def _run(root: str, steps: list[Step]) -> None:
-    for _tmp, rel in steps:  # a rename or unlink through a folder link would leave the vault
+    for tmp, rel in steps:  # a rename or unlink through a folder link would leave the vault
         no_links(root, rel)
+        if tmp is not None and os.path.islink(join(root, tmp)):
+            raise _damaged()  # renamed into place, it would be a link where a record goes
     touched: set[str] = set()
     for tmp, rel in steps:
         target = join(root, rel)
