@@ -151,6 +151,36 @@ def test_a_planted_temporary_file_does_not_hide_an_edit(
     assert "did not land" not in py.err + sh.err
 
 
+@pytest.mark.parametrize("fmt", ["1", "2"])
+def test_the_next_writer_does_not_mark_an_edit_as_a_change_that_did_not_land(
+    vault: VaultDir, tmp_path: Path, no_python_path: str, fmt: str
+) -> None:
+    """The next writer marks a last change that did not land with an ``incomplete``
+    record of the file's real hash. A file that is not as the change before left it
+    was edited, not cut by a crash: marking it would write the edit into the chain, so
+    the write is refused (exit 5), nothing is written, and verify still reports it."""
+    v = VaultDir(tmp_path / f"v{fmt}", vault.keydir, vault.env)
+    v.ok("init", "--format", fmt, "--recipient", f"host={vault.keydir / 'rsa.pem'}",
+         identity=None)  # fmt: skip
+    v.ok("put", "a", input=VALUE)
+    v.ok("put", "a", input=NEW)  # the last change, of a's file
+    f = v.secret_file("a")
+    edited = f.read_bytes().replace(b"secret\ta\t2\t", b"secret\ta\t3\t")
+    assert edited != f.read_bytes()
+    f.write_bytes(edited)
+    before = len(read_log(v.path / "audit.log"))
+    assert_error(v.run("put", "b", input=VALUE), 5, "changed outside ossl-vault")
+    new = read_log(v.path / "audit.log")[before:]  # the failure's record alone: no incomplete
+    assert [(r[6], r[7], r[10]) for r in new] == [("put", "b", "exit=5:IntegrityError")]
+    assert (
+        b"secret\tb\t" not in v.secret_file("b").read_bytes()
+        if fmt == "1"
+        else (not v.secret_file("b").exists())
+    )  # b was not written
+    py, sh = verdicts(v, tmp_path / "edited", no_python_path)
+    assert_same_verdict(py, sh, 5, r"does not match")
+
+
 def test_an_empty_temporary_file_is_no_evidence_for_a_removal(
     vault: VaultDir, tmp_path: Path, no_python_path: str
 ) -> None:

@@ -251,6 +251,33 @@ class AuditLog:
                 found.append(f)
         return found
 
+    def bindings_before(self, before: dict[str, int]) -> dict[str, str]:
+        """For each file of ``before`` (format 2's FILE, "-" for recipients.tsv; "*" for a
+        format-1 change), the INDEX of the newest record binding it whose SEQ is below
+        the one given; absent where none does. Read back from the end in ``TAIL``
+        pieces, as far as it takes: only a writer that found a change which did not
+        land asks."""
+        out: dict[str, str] = {}
+        try:
+            with open(self.path, "rb") as fh:
+                end, rest = fh.seek(0, os.SEEK_END), b""
+                while end > 0 and len(out) < len(before):
+                    start = max(0, end - TAIL)
+                    fh.seek(start)
+                    lines = (fh.read(end - start) + rest).split(b"\n")
+                    rest, lines = (lines[0], lines[1:]) if start > 0 else (b"", lines[1:])
+                    for raw in reversed(lines):
+                        f = raw.decode("ascii", "surrogateescape").split("\t")
+                        if len(f) != FIELDS or f[11] == "-" or not _seq(f[0].encode()):
+                            continue
+                        key = f[7] if f[11].startswith(V2_PREFIX) else "*"
+                        if key in before and key not in out and int(f[0]) < before[key]:
+                            out[key] = f[11]
+                    end = start
+        except OSError as e:
+            raise self._unreadable(e) from e
+        return out
+
     def append(self, event: Event, index_hash: str = "-") -> None:
         """Append one record (caller holds the lock): see :meth:`append_many`."""
         self.append_many([(event, index_hash)])

@@ -326,11 +326,12 @@ class Directory(LockedLog):
         data = self._read(INDEX)
         if data is None or not last or last[0][11] == sha256_hex(data):
             return []
+        self._as_before(last, {"*": (last[0], sha256_hex(data))})
         return [(Event("incomplete", result="last-change-did-not-land"), sha256_hex(data))]
 
     def _incomplete_v2(self, last: list[list[str]]) -> list[tuple[Event, str]]:
         """For each file the last change named whose bytes it did not leave: a record."""
-        out, seen = [], set()
+        out, seen, differ = [], set(), {}
         for f in last:  # newest first: the newest record of each file counts
             if f[7] in seen or not f[11].startswith(V2_PREFIX):
                 continue
@@ -339,8 +340,10 @@ class Directory(LockedLog):
             data = self._read(rel)
             real = V2_PREFIX + (sha256_hex(data) if data else EMPTY)
             if real != f[11]:
+                differ[f[7]] = (f, real)
                 event = Event("incomplete", f[7], result="last-change-did-not-land")
                 out.append((event, real))
+        self._as_before(last, differ)
         return out
 
     # -- garbage -------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ossl_vault.errors import BusyError, NotFoundError, OperationError, VaultError
-from ossl_vault.storage.audit import AuditLog, Event
+from ossl_vault.errors import BusyError, IntegrityError, NotFoundError, OperationError, VaultError
+from ossl_vault.storage.audit import AuditLog, Event, binding
 from ossl_vault.storage.files import LockTimeout, flocked, is_dir, join, plain
 from ossl_vault.storage.grouplog import GROUP_COMMIT, Pending
 
@@ -106,6 +106,29 @@ class LockedLog:
                     raise
                 self.audit_skipped += len(records)
 
+    def _as_before(self, last: list[list[str]], differ: dict[str, tuple[list[str], str]]) -> None:
+        """A change that did not land left each file as the change before it had (the
+        writer was killed before its renames): refuse (exit 5, nothing written) a file
+        that is neither, rather than mark whatever it now holds (format.md section 7)."""
+        if not differ:
+            return
+        limits = {}  # below which record each file's change before is looked for
+        for key, (f, _real) in differ.items():
+            if key == "*":  # format 1: before the newest commit's records (one INDEX)
+                limits[key] = min(int(g[0]) for g in last[: _run_of(last)])
+            else:  # format 2: before the file's own newest record
+                limits[key] = int(f[0])
+        before = AuditLog(self.root).bindings_before(limits)
+        for key, (f, real) in sorted(differ.items()):
+            absent = binding(None) if key != "*" else None  # what no record bound
+            if real != before.get(key, absent):
+                what = {"*": "vault.tsv", "-": "recipients.tsv"}.get(key, f"the file of {key!r}")
+                raise IntegrityError(
+                    f"record {f[0]} (the last change of {what}) does not match it, nor does "
+                    "the change before: it was changed outside ossl-vault; nothing was written",
+                    hint="run 'ossl-vault audit verify', and restore it from a backup",
+                )
+
     def log(self, event: Event) -> None:
         if not self.exists():
             raise NotFoundError(f"no vault at '{self.root}'")
@@ -148,3 +171,11 @@ class LockedLog:
                 yield
         except LockTimeout:
             raise BusyError(f"the audit log of '{self.root}' is busy") from None
+
+
+def _run_of(last: list[list[str]]) -> int:
+    """How many of ``last`` (newest first) carry the newest one's INDEX: its commit's."""
+    n = 0
+    while n < len(last) and last[n][11] == last[0][11]:
+        n += 1
+    return n

@@ -181,14 +181,16 @@ class Sqlite(LockedLog):
         return layout.V2_HEADER + part.data if key == "-" else part.data
 
     def _incomplete(self, last: list[list[str]]) -> list[tuple[Event, str]]:
-        out, seen = [], set()
+        out, seen, differ = [], set(), {}
         for f in last:
             if f[7] in seen or not f[11].startswith(V2_PREFIX):
                 continue
             seen.add(f[7])
             real = binding(self._file(f[7]))
             if real != f[11]:
+                differ[f[7]] = (f, real)
                 out.append((Event("incomplete", f[7], result="last-change-did-not-land"), real))
+        self._as_before(last, differ)
         return out
 
     def audit_state(self) -> dict[str, str]:
