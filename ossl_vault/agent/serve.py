@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from ossl_vault import __version__
 from ossl_vault.agent.client import FINAL, Connections, RemoteError, forward
 from ossl_vault.agent.keyring import Keyring
 from ossl_vault.errors import FAILED, UsageError, VaultError
 from ossl_vault.format.fields import b64
+from ossl_vault.ops.read import record_failure
 from ossl_vault.ops.vault import Vault
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (exec's light path)
@@ -108,7 +108,7 @@ class Operations:
             try:
                 results.append(self._read(vault, name, None, fields.get("password_b64")))
             except VaultError as e:
-                failed(vault, name, e)
+                record_failure(vault, name, None, e.exit_code, type(e).__name__)
                 error: dict[str, object] = {"code": e.exit_code, "message": e.message}
                 error.update({"hint": e.hint} if e.hint else {})
                 error.update({"final": True} if e.final else {})
@@ -140,7 +140,7 @@ class Operations:
                 try:
                     answered[name] = self._read(vault, name, None, self.password)
                 except VaultError as e:
-                    failed(vault, name, e)
+                    record_failure(vault, name, None, e.exit_code, type(e).__name__)
                     raise
             out.append(answered[name])
         return out
@@ -182,17 +182,9 @@ MAX_MANY = 1000  # names in one get_many request
 REPLY_BUDGET = 600_000
 
 
-def failed(vault: Vault, name: str, e: VaultError) -> None:
-    """The record of one failed read among others (audit_outcome writes a request's only)."""
-    if os.path.exists(os.path.join(vault.store.root, "audit.log")):
-        event = vault.event(name)
-        event.result = f"exit={e.exit_code}:{type(e).__name__}"
-        vault.store.log(event)
-
-
 def audit_outcome(vault: Vault, fields: Fields, result: str) -> None:
     """One audit record for a request that wrote none itself (the CLI does this at exit)."""
-    if vault.store.logged or not (Path(vault.store.root) / "audit.log").exists():
+    if vault.store.logged or not os.path.exists(os.path.join(vault.store.root, "audit.log")):
         return
     event = vault.event(str(fields.get("name") or "-"), fields.get("version"))
     event.result = result
