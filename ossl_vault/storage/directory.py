@@ -44,6 +44,7 @@ from ossl_vault.storage.files import (
     make_dir,
     no_links,
     parent,
+    read_no_follow,
     remove,
     write_temp,
 )
@@ -183,18 +184,13 @@ class Directory(LockedLog):
         """A file's bytes, None when absent (a secret removed since it was listed)."""
         path = join(self.root, rel)
         try:  # the caller checked the folders (no_links); O_NOFOLLOW closes the race on the file
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return read_no_follow(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:  # the file is one: said as every reader says it
                 no_links(self.root, rel)
                 raise IntegrityError(f"'{path}' is a symbolic link, not a record file") from None
-            raise OperationError(f"cannot read '{path}': {e.strerror}") from e
-        try:
-            with open(fd, "rb", buffering=0) as f:
-                return f.readall()
-        except OSError as e:
             raise OperationError(f"cannot read '{path}': {e.strerror}") from e
 
     def names(self) -> list[str]:

@@ -83,6 +83,14 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         return f.read()
 
 
+def read_no_follow(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes, refusing a symbolic link at ``path`` itself (OSError, ELOOP): the
+    one read of a record file, a journal or a temporary file whose folders are checked."""
+    fd = os.open(plain(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as f:
+        return f.readall()
+
+
 def remove(path: str | os.PathLike[str]) -> None:
     """``Path(path).unlink(missing_ok=True)``."""
     try:

@@ -31,6 +31,7 @@ from ossl_vault.storage.files import (
     parent,
     plain,
     read_bytes,
+    read_no_follow,
     remove,
     write_temp,
 )
@@ -189,13 +190,11 @@ def _damaged() -> IntegrityError:
 def _read_own(path: str) -> bytes:
     """The journal's or a TMP's bytes; a symbolic link there is refused (git keeps links)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return read_no_follow(path)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise _damaged() from None
         raise
-    with open(fd, "rb", buffering=0) as f:
-        return f.readall()
 
 
 def _steps(root: str) -> list[Step] | None:
