@@ -278,7 +278,8 @@ class Child:
     Each fd of ``pass_fds`` is duplicated onto itself in the child, which
     clears its close-on-exec flag there only (glibc 2.29 and later): other
     threads' children never see it. Every other fd this process opened is
-    close-on-exec (PEP 446). :meth:`finish` or :meth:`cancel` must follow.
+    close-on-exec (PEP 446), and those a caller handed in are closed in the
+    child (:func:`_inherited_fds`). :meth:`finish` or :meth:`cancel` must follow.
     """
 
     def __init__(self, argv: list[str], pass_fds: Sequence[int], what: str) -> None:

@@ -45,7 +45,7 @@ class RemoteStore:
 
     def __init__(self, remote: Remote, op: str = "api", lock_timeout: float | None = None) -> None:
         self.remote = remote
-        self.root = str(Path(f"{remote.user}@{remote.url}"))  # for messages only, a str as Store's
+        self.root = f"{remote.user}@{remote.url}"  # for messages only (Path made https:/ of it)
         self.op = op
         self.lock_timeout = 60.0 if lock_timeout is None else lock_timeout
         self.logged = self.changes = self.audit_skipped = 0
