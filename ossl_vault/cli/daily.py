@@ -25,6 +25,7 @@ from ossl_vault.cli.common import (
     warn_expiring,
 )
 from ossl_vault.errors import NotFoundError
+from ossl_vault.format.records import gc_paused
 from ossl_vault.ops import lifecycle, names
 
 
@@ -65,30 +66,31 @@ def list_(
     """
     if sum((as_json, names_only, tree)) > 1:
         raise click.UsageError("--json, --names and --tree do not go together")
-    vault = obj.vault()
-    index = vault.store.read_index()
-    rows = vault.list(index, deleted)
-    warn_expiring(index)
-    chosen = set(names.select([str(r["name"]) for r in rows], pattern))
-    rows = [r for r in rows if r["name"] in chosen]
-    if exposed_to is not None:
-        known = set(index.recipients) | {u for r in rows for u in r["ever"]}  # type: ignore[attr-defined]
-        if exposed_to not in known:  # a typo, not a reader of nothing (issue 9)
-            raise NotFoundError(f"no recipient {exposed_to!r}, now or ever",
-                                hint="'ossl-vault recipient list' shows the names")  # fmt: skip
-        rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
-    if needs_rotation:
-        rows = [r for r in rows if r["needs_rotation"]]
-    if expiring is not None:
-        rows = lifecycle.expiring(rows, expiring)
-    if as_json:
-        _json_lines(rows)
-    elif names_only:
-        click.echo("".join(f"{r['name']}\n" for r in rows), nl=False)
-    elif tree:
-        _print_tree([str(r["name"]) for r in rows], obj.vault_dir)
-    else:
-        _print_table(rows)
+    with gc_paused():  # 10,000 secrets: 100,000 containers, no cycles, then exit
+        vault = obj.vault()
+        index = vault.store.read_index()
+        rows = vault.list(index, deleted)
+        warn_expiring(index)
+        chosen = set(names.select([str(r["name"]) for r in rows], pattern))
+        rows = [r for r in rows if r["name"] in chosen]
+        if exposed_to is not None:
+            known = set(index.recipients) | {u for r in rows for u in r["ever"]}  # type: ignore[attr-defined]
+            if exposed_to not in known:  # a typo, not a reader of nothing (issue 9)
+                raise NotFoundError(f"no recipient {exposed_to!r}, now or ever",
+                                    hint="'ossl-vault recipient list' shows the names")  # fmt: skip
+            rows = [r for r in rows if exposed_to in r["ever"]]  # type: ignore[operator]
+        if needs_rotation:
+            rows = [r for r in rows if r["needs_rotation"]]
+        if expiring is not None:
+            rows = lifecycle.expiring(rows, expiring)
+        if as_json:
+            _json_lines(rows)
+        elif names_only:
+            click.echo("".join(f"{r['name']}\n" for r in rows), nl=False)
+        elif tree:
+            _print_tree([str(r["name"]) for r in rows], obj.vault_dir)
+        else:
+            _print_table(rows)
 
 
 def _print_table(rows: list[dict[str, object]]) -> None:

@@ -16,15 +16,15 @@ from collections.abc import Iterable, Sequence
 def table(rows: Iterable[Sequence[object]], headers: Sequence[str]) -> str:
     """The rows under ``headers``, as text without a final newline."""
     cells = [["" if c is None else str(c).strip() for c in row] for row in rows]
-    widths = [len(h) + 2 for h in headers]
     for row in cells:
-        for i, cell in enumerate(row):
-            if len(cell) > widths[i]:
-                widths[i] = len(cell)
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    out = [line(headers), "  ".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
+        if len(row) != len(headers):
+            raise ValueError(f"a row of {len(row)} cells under {len(headers)} headers")
+    columns = list(zip(*cells, strict=True)) if cells else [() for _ in headers]
+    widths = [
+        max(len(h) + 2, max(map(len, col), default=0))
+        for h, col in zip(headers, columns, strict=True)
+    ]
+    shape = "  ".join(f"{{:<{w}}}" for w in widths)  # one format a line: each cell padded
+    out = [shape.format(*headers).rstrip(), "  ".join("-" * w for w in widths)]
+    out += [shape.format(*row).rstrip() for row in cells]
     return "\n".join(out)

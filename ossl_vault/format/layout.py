@@ -11,13 +11,12 @@ only its own lines).
 
 from __future__ import annotations
 
-from ossl_vault.errors import FormatError, IntegrityError
-from ossl_vault.format.records import HEADER, MAGIC, Index, parse
+from ossl_vault.errors import FormatError
+from ossl_vault.format.records import HEADER, MAGIC, Index, parse, parse_parts
 
 V2 = "2"
 V2_HEADER = f"{MAGIC}\t{V2}\n".encode("ascii")
 RECIPIENTS = "recipients.tsv"
-SECRET_KINDS = ("access", "ledger", "meta", "secret", "state", "wrap")  # a secret's own lines
 
 
 def _lines(index: Index) -> list[str]:
@@ -63,36 +62,9 @@ def split_v1(data: bytes) -> tuple[bytes, dict[str, bytes]]:
     }
 
 
-def _check_part(data: bytes, what: str, kinds: tuple[str, ...], name: str | None) -> list[str]:
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError(f"{what} is not ASCII") from None
-    if text and not text.endswith("\n"):
-        raise FormatError(f"{what} does not end with a newline")
-    lines = text.splitlines(keepends=True)
-    previous = ""
-    for number, line in enumerate(lines, start=1):
-        if line <= previous:
-            raise FormatError(f"{what} line {number} is out of order or repeated")
-        previous = line
-        f = line.split("\t", 2)
-        if f[0] not in kinds:
-            raise FormatError(f"{what} line {number} is a {f[0]!r} line, which belongs elsewhere")
-        if name is not None and (len(f) < 2 or f[1] != name):
-            raise IntegrityError(f"{what} line {number} belongs to another secret")
-    return lines
-
-
 def join(recipients: bytes, secrets: dict[str, bytes], where: str = "vault") -> Index:
-    """Parse parts into an Index; the v1 parser checks every line and link."""
-    lines = _check_part(recipients, f"{where} {RECIPIENTS}", ("recipient",), None)
-    for name, data in secrets.items():
-        if not data:
-            raise FormatError(f"the records of secret {name!r} are empty")
-        lines += _check_part(data, f"{where} secret {name!r}", SECRET_KINDS, name)
-    lines.sort()
-    return parse(HEADER.encode("ascii") + "".join(lines).encode("ascii"))
+    """Parse parts into an Index, each line and link checked as the v1 parser does."""
+    return parse_parts(recipients, secrets, where)
 
 
 def parse_v2_recipients(data: bytes) -> bytes:

@@ -21,7 +21,7 @@ from ossl_vault.errors import (
 )
 from ossl_vault.format.fields import check_name
 from ossl_vault.format.matching import match, who
-from ossl_vault.format.records import Index, Recipient, Version
+from ossl_vault.format.records import Index, Recipient, Version, gc_paused
 from ossl_vault.format.seal import (
     MAX_VALUE,
     VALUE_MAC,
@@ -273,6 +273,10 @@ class Vault:
         Secrets marked deleted are left out, or are the only ones with ``deleted``.
         """
         index = index or self.store.read_index()
+        with gc_paused():
+            return self._rows(index, deleted)
+
+    def _rows(self, index: Index, deleted: bool) -> list[dict[str, object]]:
         rows = []
         for name, vs in sorted(index.versions.items()):
             state = index.state.get(name, State(name))

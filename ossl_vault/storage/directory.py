@@ -33,6 +33,7 @@ from ossl_vault.storage.audit import V2_PREFIX, Event, binding
 from ossl_vault.storage.backend import Change, ConflictError, Part, check_names, checked_blob
 from ossl_vault.storage.dirlog import LockedLog, no_vault
 from ossl_vault.storage.files import (
+    NO_FOLLOW,
     TMP_PREFIX,
     atomic_write,
     atomic_write_many,
@@ -44,7 +45,7 @@ from ossl_vault.storage.files import (
     make_dir,
     no_links,
     parent,
-    read_no_follow,
+    read_fd,
     remove,
     write_temp,
 )
@@ -182,9 +183,9 @@ class Directory(LockedLog):
 
     def _read_plain(self, rel: str) -> bytes | None:
         """A file's bytes, None when absent (a secret removed since it was listed)."""
-        path = join(self.root, rel)
+        path = join(self.root, rel)  # plain already: a plain root, a record's path
         try:  # the caller checked the folders (no_links); O_NOFOLLOW closes the race on the file
-            return read_no_follow(path)
+            return read_fd(os.open(path, NO_FOLLOW))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:

@@ -83,12 +83,25 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         return f.read()
 
 
+NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC  # os.open flags of read_no_follow
+
+
 def read_no_follow(path: str | os.PathLike[str]) -> bytes:
     """A file's bytes, refusing a symbolic link at ``path`` itself (OSError, ELOOP): the
     one read of a record file, a journal or a temporary file whose folders are checked."""
-    fd = os.open(plain(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb", buffering=0) as f:
-        return f.readall()
+    return read_fd(os.open(plain(path), NO_FOLLOW))
+
+
+def read_fd(fd: int) -> bytes:
+    """Every byte of an open file, which it closes: os.read until the end (a record
+    file is one read and the read that finds the end, with no file object made)."""
+    try:
+        chunks = [os.read(fd, 1 << 16)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def remove(path: str | os.PathLike[str]) -> None:
