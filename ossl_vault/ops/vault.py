@@ -278,25 +278,29 @@ class Vault:
 
     def _rows(self, index: Index, deleted: bool) -> list[dict[str, object]]:
         rows = []
+        state_of, ledger_of, meta_of = index.state.get, index.ledger.get, index.meta.get
         for name, vs in sorted(index.versions.items()):
-            state = index.state.get(name, State(name))
+            state = state_of(name) or State(name)
             if (state.deleted is not None) != deleted:
                 continue
-            ledger = index.ledger.get(name, [])
+            newest, ledger = vs[-1], ledger_of(name, [])
             seen = exposure(ledger)
             rows.append(
                 {
                     "name": name,
-                    "version": vs[-1].version,
+                    "version": newest.version,
                     "versions": [v.version for v in vs],
-                    "recipients": list(vs[-1].recipients),
-                    "password": vs[-1].password is not None,
+                    "recipients": list(newest.recipients),
+                    "password": newest.password is not None,
                     "created": vs[0].created,
-                    "updated": vs[-1].created,
+                    "updated": newest.created,
                     "exposed": sorted(seen),
-                    "needs_rotation": sorted(seen - set(vs[-1].recipients)),
-                    "ever": sorted({r for e in ledger for r in e.readers}),
-                    "meta": index.meta.get(name, {}),
+                    "needs_rotation": sorted(seen.difference(newest.recipients)),
+                    # a ledger of one version: its readers, sorted and unique already
+                    "ever": list(ledger[0].readers)
+                    if len(ledger) == 1
+                    else sorted({r for e in ledger for r in e.readers}),
+                    "meta": meta_of(name, {}),
                     "expires": state.expires,
                     "deleted": state.deleted,
                     "purge_after": state.purge_after,
