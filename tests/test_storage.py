@@ -630,3 +630,20 @@ def test_a_symlink_under_secrets_is_refused_for_reads_and_writes(
     p = subprocess.run(["bash", *recover, str(keydir / "rsa.key")], capture_output=True)
     assert p.returncode == 5 and b"symbolic link" in p.stderr, p.stderr  # the script too
     assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_a_temporary_name_already_taken_is_drawn_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_temp never opens a file that exists (O_EXCL), and draws another name
+    instead of failing: a bulk commit stages 20,000 temporary files in one folder."""
+    from ossl_vault.storage import files
+
+    draws = iter([b"\x11" * 8, b"\x11" * 8, b"\x22" * 8])
+    monkeypatch.setattr(files.os, "urandom", lambda n: next(draws)[:n])
+    taken = tmp_path / f".tmp.{os.getpid()}.{'11' * 8}"
+    taken.write_bytes(b"someone's")
+    first = files.write_temp(str(tmp_path / "a.tsv"), b"mine")
+    assert first == str(tmp_path / f".tmp.{os.getpid()}.{'22' * 8}")
+    assert Path(first).read_bytes() == b"mine"
+    assert taken.read_bytes() == b"someone's"
