@@ -398,3 +398,25 @@ def test_check_recipient_name_refuses(name: str) -> None:
 
     with pytest.raises(UsageError):
         fields.check_recipient_name(name)
+
+
+def test_the_collector_is_back_on_after_a_parse_good_or_bad(real_tsv: bytes) -> None:
+    """parse and parse_parts pause the cyclic collector (records.gc_paused) and
+    turn it back on whether the parse succeeds or refuses; one already off stays off."""
+    import gc
+
+    assert gc.isenabled()
+    records.parse(real_tsv)
+    assert gc.isenabled()
+    with pytest.raises(FormatError):
+        records.parse(real_tsv + b"garbage\n")
+    assert gc.isenabled()
+    with pytest.raises(FormatError):
+        records.parse_parts(b"", {"a": b"secret\ta\n"})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        records.parse(real_tsv)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
