@@ -420,3 +420,17 @@ def test_the_collector_is_back_on_after_a_parse_good_or_bad(real_tsv: bytes) -> 
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_format_2_parts_over_the_size_limit_are_refused(
+    real_tsv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Section 2.8: section 2's rules, the 256 MiB limit among them, apply to the union
+    of a format-2 vault's files (and to a v1 vault.tsv read through its parts)."""
+    from ossl_vault.format import layout
+
+    recipients, secrets = layout.split_v1(real_tsv)
+    layout.join(recipients, secrets)  # fits
+    monkeypatch.setattr(records, "MAX_INDEX", len(recipients) + sum(map(len, secrets.values())) - 1)
+    with pytest.raises(FormatError, match="larger than 256 MiB"):
+        layout.join(recipients, secrets)

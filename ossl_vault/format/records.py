@@ -429,6 +429,8 @@ def parse_parts(recipients: bytes, secrets: dict[str, bytes], where: str = "vaul
     unique, no stray bytes, every line and link) and holds only its own lines:
     the recipients file recipient lines, a secret's file that secret's lines.
     """
+    if len(recipients) + sum(map(len, secrets.values())) > MAX_INDEX:  # section 2.8: the
+        raise FormatError(f"the records of {where} are larger than 256 MiB")  # union's rule
     index = Index()
     with gc_paused():
         what = f"{where} recipients.tsv"

@@ -203,13 +203,14 @@ def write_temp(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> 
     folder = parent(plain(path))
     # 64 random bits: with 32, a bulk commit staging 20,000 files in one folder met a
     # name already taken about once in 20 runs (the birthday bound), and failed
-    while True:
+    for tries in range(1, 65):
         tmp = join(folder, f"{TMP_PREFIX}{os.getpid()}.{os.urandom(8).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             break
         except FileExistsError:  # O_EXCL never opens another's file: draw again
-            continue
+            if tries == 64:  # not chance: a filesystem that says so of every name
+                raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
