@@ -434,3 +434,21 @@ def test_format_2_parts_over_the_size_limit_are_refused(
     monkeypatch.setattr(records, "MAX_INDEX", len(recipients) + sum(map(len, secrets.values())) - 1)
     with pytest.raises(FormatError, match="larger than 256 MiB"):
         layout.join(recipients, secrets)
+
+
+def test_a_v1_file_sorted_per_secret_but_not_as_a_whole_is_refused(real_tsv: bytes) -> None:
+    """The v1 read path (split_v1, then join) checks the whole file's order, as parse
+    does: one secret's lines moved as a block stay sorted within that secret only."""
+    from ossl_vault.format import layout
+
+    header, *lines = real_tsv.decode().splitlines(keepends=True)
+    first = next(line.split("\t")[1] for line in lines if line.startswith("secret\t"))
+    block = [line for line in lines if line.startswith(f"secret\t{first}\t")]
+    rest = [line for line in lines if line not in block]
+    last = max(i for i, line in enumerate(rest) if line.startswith("secret\t"))
+    moved = (header + "".join(rest[: last + 1] + block + rest[last + 1 :])).encode()
+    assert moved != real_tsv
+    with pytest.raises(FormatError):
+        records.parse(moved)
+    with pytest.raises(FormatError, match="out of order"):
+        layout.join(*layout.split_v1(moved))

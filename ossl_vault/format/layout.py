@@ -51,7 +51,11 @@ def split_v1(data: bytes) -> tuple[bytes, dict[str, bytes]]:
         parse(data)  # raises the v1 parser's own error for a bad header or version
     recipients: list[str] = []
     secrets: dict[str, list[str]] = {}
-    for line in rest.splitlines(keepends=True):
+    previous = ""
+    for number, line in enumerate(rest.splitlines(keepends=True), start=2):
+        if line.rstrip("\n") <= previous:  # the whole file's order, as parse checks it
+            raise FormatError(f"vault.tsv line {number} is out of order or repeated")
+        previous = line.rstrip("\n")
         f = line.split("\t", 2)
         if f[0] == "recipient":
             recipients.append(line)
