@@ -296,10 +296,7 @@ class Vault:
                     "updated": newest.created,
                     "exposed": sorted(seen),
                     "needs_rotation": sorted(seen.difference(newest.recipients)),
-                    # a ledger of one version: its readers, sorted and unique already
-                    "ever": list(ledger[0].readers)
-                    if len(ledger) == 1
-                    else sorted({r for e in ledger for r in e.readers}),
+                    "ever": sorted({r for e in ledger for r in e.readers}),
                     "meta": meta_of(name, {}),
                     "expires": state.expires,
                     "deleted": state.deleted,
